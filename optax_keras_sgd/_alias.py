@@ -1,0 +1,79 @@
+"""`sgd`: the whole Keras 2 legacy SGD step as one optax transformation."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from optax_keras_sgd import _clipping, _learning_rate, _momentum, _validation
+
+
+def sgd(
+    learning_rate: optax.ScalarOrSchedule = 0.01,
+    momentum: jax.typing.ArrayLike = 0.0,
+    nesterov: bool = False,
+    *,
+    clipvalue: jax.typing.ArrayLike | None = None,
+    clipnorm: jax.typing.ArrayLike | None = None,
+    global_clipnorm: jax.typing.ArrayLike | None = None,
+    decay: jax.typing.ArrayLike = 0.0,
+) -> optax.GradientTransformation:
+  r"""Keras 2's legacy SGD (`tf.keras.optimizers.legacy.SGD`), exactly.
+
+  Chains, in Keras's order: `clip_by_value`, `clip_by_norm` (per tensor),
+  `clip_by_global_norm`, `scale_by_learning_rate` (with legacy `decay`) and
+  `trace` (the momentum velocity, which holds the learning rate):
+
+  .. math::
+    v \leftarrow m v - \eta_t g, \qquad
+    w \leftarrow w + v \;\; (\text{Nesterov: } w + m v - \eta_t g)
+
+  With `momentum=0` (a plain number): :math:`w \leftarrow w - \eta_t g`. The
+  state counts steps (Keras's `iterations`); read it with
+  `optax_keras_sgd.iterations(state)`. Apply updates with `optax.apply_updates`
+  (or `optax_keras_sgd.apply_updates` when gradients include `IndexedSlices`).
+
+  Args:
+    learning_rate: a number, scalar array, or callable of the step (an optax
+      schedule or an `optax_keras_sgd.schedules` object). Negative values
+      are accepted (gradient ascent), as in Keras.
+    momentum: in [0, 1]; 0 (a plain number) keeps no velocity.
+    nesterov: whether to use Nesterov momentum.
+    clipvalue: if set, clip each gradient element to `[-clipvalue, clipvalue]`.
+    clipnorm: if set, clip each gradient tensor to this L2 norm.
+    global_clipnorm: if set, clip all gradients to this global L2 norm.
+    decay: legacy inverse-time decay of the learning rate, >= 0.
+
+  Returns:
+    An `optax.GradientTransformation`. Works with `optax.inject_hyperparams`.
+
+  Raises:
+    ValueError: for a momentum outside [0, 1], a negative clip or decay, or
+      both `clipnorm` and `global_clipnorm`.
+    TypeError: for a hyperparameter of the wrong type.
+
+  Examples:
+    The seed's example: one step on `loss = w**2 / 2` from `w = 1`.
+
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from optax_keras_sgd import sgd
+    >>> tx = sgd(learning_rate=0.1, momentum=0.9)
+    >>> w = jnp.array(1.0)
+    >>> state = tx.init(w)
+    >>> for _ in range(2):
+    ...   updates, state = tx.update(jax.grad(lambda w: w**2 / 2)(w), state, w)
+    ...   w = optax.apply_updates(w, updates)
+    >>> w  # 1 - 0.1 - 0.18
+    Array(0.72, dtype=float32)
+  """
+  _validation.check_clip_exclusive(clipnorm, global_clipnorm)
+  blocks = []
+  if clipvalue is not None:
+    blocks.append(_clipping.clip_by_value(clipvalue))
+  if clipnorm is not None:
+    blocks.append(_clipping.clip_by_norm(clipnorm))
+  if global_clipnorm is not None:
+    blocks.append(_clipping.clip_by_global_norm(global_clipnorm))
+  blocks.append(_learning_rate.scale_by_learning_rate(learning_rate, decay))
+  blocks.append(_momentum.trace(momentum, nesterov))
+  return optax.chain(*blocks)

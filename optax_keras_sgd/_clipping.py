@@ -1,0 +1,173 @@
+"""Gradient clipping with TensorFlow's arithmetic, as Keras 2 applies it.
+
+Keras clips in this order: `clipvalue`, then `clipnorm` (each tensor on its
+own), then `global_clipnorm` (all tensors together). The three transforms
+below reproduce `tf.clip_by_value`, `tf.clip_by_norm` and
+`tf.clip_by_global_norm` operation by operation, including what they do with
+zeros, infinities and NaNs. An `IndexedSlices` gradient is clipped through its
+raw `values`, as TensorFlow does.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_keras_sgd import _numerics, _sparse, _validation
+
+
+def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformation:
+  r"""Clips every gradient element to `[-clipvalue, clipvalue]`.
+
+  .. math::
+    g \leftarrow \max(\min(g, c), -c)
+
+  NaN stays NaN. The threshold is converted straight to each gradient's dtype,
+  as the reference converts a Python number.
+
+  Args:
+    clipvalue: the non-negative bound `c`.
+
+  Returns:
+    A stateless `optax.GradientTransformation`.
+
+  Raises:
+    ValueError: if `clipvalue` is negative.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import clip_by_value
+    >>> tx = clip_by_value(0.5)
+    >>> tx.update(jnp.array([-2.0, 0.25, 3.0]), tx.init(None))[0]
+    Array([-0.5 ,  0.25,  0.5 ], dtype=float32)
+  """
+  _validation.check_non_negative("clipvalue", clipvalue)
+
+  def clip(g):
+    c = _numerics.as_threshold(clipvalue, g.dtype)
+    return jnp.maximum(jnp.minimum(g, c), -c)
+
+  def update_fn(updates, state, params=None):
+    del params
+    return _sparse.tree_map_gradients(
+        lambda g: _sparse.map_values(clip, g), updates
+    ), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def _tensor_clip_by_norm(g: jax.Array, clipnorm) -> jax.Array:
+  """`tf.clip_by_norm(g, clipnorm)` on one tensor."""
+  c = _numerics.as_threshold(clipnorm, g.dtype)
+  l2sum = jnp.sum(g * g)
+  positive = l2sum > 0
+  l2sum_safe = jnp.where(positive, l2sum, jnp.ones_like(l2sum))
+  l2norm = jnp.where(positive, jnp.sqrt(l2sum_safe), l2sum)
+  return (g * c) / jnp.maximum(l2norm, c)
+
+
+def clip_by_norm(clipnorm: jax.typing.ArrayLike) -> optax.GradientTransformation:
+  r"""Clips each gradient tensor to L2 norm at most `clipnorm`, on its own.
+
+  TensorFlow's `clip_by_norm`, step for step:
+
+  .. math::
+    n = \lVert g \rVert_2 \;(0 \text{ if } \textstyle\sum g^2 = 0), \qquad
+    g \leftarrow \frac{g \cdot c}{\max(n, c)}
+
+  A zero gradient stays zero. An infinite element makes that element NaN and
+  the rest of its tensor zero, as in TensorFlow. This is the L2 norm of the
+  whole tensor, not `optax.clip_by_block_rms`.
+
+  Args:
+    clipnorm: the non-negative bound `c`.
+
+  Returns:
+    A stateless `optax.GradientTransformation`.
+
+  Raises:
+    ValueError: if `clipnorm` is negative.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import clip_by_norm
+    >>> tx = clip_by_norm(1.0)
+    >>> tx.update({'a': jnp.array([3.0, 4.0]), 'b': jnp.array([0.3, 0.4])},
+    ...           tx.init(None))[0]
+    {'a': Array([0.6, 0.8], dtype=float32), 'b': Array([0.3, 0.4], dtype=float32)}
+  """
+  _validation.check_non_negative("clipnorm", clipnorm)
+
+  def update_fn(updates, state, params=None):
+    del params
+    clip = lambda g: _tensor_clip_by_norm(g, clipnorm)  # noqa: E731
+    return _sparse.tree_map_gradients(
+        lambda g: _sparse.map_values(clip, g), updates
+    ), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def global_norm(updates) -> jax.Array:
+  r"""`tf.linalg.global_norm`: :math:`\sqrt{2 \sum_i \tfrac12 \sum g_i^2}`.
+
+  Each tensor's half squared norm is computed in its own dtype (TensorFlow's
+  `l2_loss`); they are summed in their common result dtype. An
+  `IndexedSlices` counts with its raw values.
+  """
+  values = [_sparse.dense_values(g) for g in _sparse.tree_leaves_gradients(updates)]
+  dtype = jnp.result_type(*values)
+  halves = jnp.stack([jnp.sum(v * v * jnp.asarray(0.5, v.dtype)).astype(dtype)
+                      for v in values])
+  return jnp.sqrt(jnp.sum(halves) * jnp.asarray(2.0, dtype))
+
+
+def clip_by_global_norm(
+    global_clipnorm: jax.typing.ArrayLike,
+) -> optax.GradientTransformation:
+  r"""Scales all gradients together so their global L2 norm is at most `c`.
+
+  TensorFlow's `clip_by_global_norm`:
+
+  .. math::
+    G = \sqrt{\textstyle\sum_i \lVert g_i \rVert_2^2}, \qquad
+    s = c \cdot \min(1/G, 1/c) + (G - G), \qquad g_i \leftarrow g_i \cdot s
+
+  If `G` is infinite or NaN, `s` is NaN and so is every gradient, as in
+  TensorFlow (opt into skipping such steps instead with
+  `optax_keras_sgd.skip_non_finite`). `c = 0` with all-zero gradients also
+  gives NaN (0/0).
+
+  Args:
+    global_clipnorm: the non-negative bound `c`.
+
+  Returns:
+    A stateless `optax.GradientTransformation`.
+
+  Raises:
+    ValueError: if `global_clipnorm` is negative.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import clip_by_global_norm
+    >>> tx = clip_by_global_norm(1.0)
+    >>> tx.update([jnp.array([3.0]), jnp.array([4.0])], tx.init(None))[0]
+    [Array([0.6], dtype=float32), Array([0.8], dtype=float32)]
+  """
+  _validation.check_non_negative("global_clipnorm", global_clipnorm)
+
+  def update_fn(updates, state, params=None):
+    del params
+    if not _sparse.tree_leaves_gradients(updates):
+      return updates, state
+    norm = global_norm(updates)
+    c = _numerics.as_threshold(global_clipnorm, norm.dtype)
+    one = jnp.asarray(1.0, norm.dtype)
+    scale = c * jnp.minimum(one / norm, one / c) + (norm - norm)
+    scaled = lambda g: g * scale.astype(g.dtype)  # noqa: E731
+    return _sparse.tree_map_gradients(
+        lambda g: _sparse.map_values(scaled, g), updates
+    ), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)

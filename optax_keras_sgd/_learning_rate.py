@@ -1,0 +1,109 @@
+"""The learning-rate step of Keras 2's legacy optimizers, with legacy decay."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from optax_keras_sgd import _numerics, _sparse, _validation
+
+
+class ScaleByLearningRateState(NamedTuple):
+  """The step counter, Keras's `iterations`: steps taken before this one."""
+
+  count: jax.Array
+
+
+def learning_rate_at(
+    learning_rate: optax.ScalarOrSchedule,
+    decay: jax.typing.ArrayLike,
+    count: jax.typing.ArrayLike,
+    dtype: Any,
+) -> jax.Array:
+  """The learning rate Keras uses at step `count` for a variable of `dtype`.
+
+  A schedule is called with the step cast to `dtype` (as Keras casts
+  `iterations` to the variable's dtype); its value, or the number, passes
+  through float32 and is cast to `dtype`. A positive `decay` then divides by
+  `1 + decay * count`, computed in `dtype`.
+  """
+  step = jnp.asarray(count).astype(dtype)
+  lr = learning_rate(step) if callable(learning_rate) else learning_rate
+  lr = _numerics.as_hyperparameter(lr, dtype)
+  if _validation.concrete_number(decay) != 0.0:
+    decay_t = _numerics.as_hyperparameter(decay, dtype)
+    lr = lr / (jnp.asarray(1.0, dtype) + decay_t * step)
+  return lr
+
+
+def scale_by_learning_rate(
+    learning_rate: optax.ScalarOrSchedule,
+    decay: jax.typing.ArrayLike = 0.0,
+) -> optax.GradientTransformation:
+  r"""Multiplies updates by `-lr_t`, Keras's learning rate at this step.
+
+  .. math::
+    \eta_t = \frac{\eta(t)}{1 + d \cdot t}, \qquad u \leftarrow -(\eta_t \, g)
+
+  where `t` is the number of steps taken before this one, `eta(t)` the number
+  or `learning_rate(t)` for a schedule (any callable of the step: an optax
+  schedule or an `optax_keras_sgd.schedules` object), and `d` the legacy
+  inverse-time `decay` (0 disables it). Each dtype among the updates gets its
+  own `eta_t` by the reference's float32 rule.
+
+  Args:
+    learning_rate: a number, a scalar array, or a callable of the step.
+    decay: legacy inverse-time decay, >= 0.
+
+  Returns:
+    An `optax.GradientTransformation` whose state counts the steps.
+
+  Raises:
+    ValueError: if `decay` is negative.
+    TypeError: if `learning_rate` is neither a real scalar nor callable.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import scale_by_learning_rate
+    >>> tx = scale_by_learning_rate(0.1, decay=1.0)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> u, state = tx.update(jnp.ones(1), state)
+    >>> u, state = tx.update(jnp.ones(1), state)  # lr 0.1 / (1 + 1 * 1)
+    >>> u
+    Array([-0.05], dtype=float32)
+  """
+  _validation.check_learning_rate(learning_rate)
+  _validation.check_non_negative("decay", decay)
+
+  def init_fn(params):
+    del params
+    return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None):
+    del params
+    rates: dict[Any, jax.Array] = {}
+
+    def rate(dtype):
+      dtype = jnp.dtype(dtype)
+      if dtype not in rates:
+        rates[dtype] = learning_rate_at(learning_rate, decay, state.count, dtype)
+      return rates[dtype]
+
+    def scale(g):
+      return -(rate(g.dtype) * g)
+
+    updates = _sparse.tree_map_gradients(
+        lambda g: _sparse.map_values(scale, g), updates
+    )
+    return updates, ScaleByLearningRateState(
+        count=optax.safe_increment(state.count)
+    )
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+

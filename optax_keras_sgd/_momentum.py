@@ -1,0 +1,102 @@
+"""Keras's momentum velocity, with the learning rate inside it."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import optax
+
+from optax_keras_sgd import _numerics, _sparse, _validation
+
+
+class TraceState(NamedTuple):
+  """One velocity (Keras's `momentum` slot) per parameter, zeros at first."""
+
+  velocity: Any
+
+
+def has_velocity(momentum: Any) -> bool:
+  """Keras keeps a velocity unless momentum is a plain number equal to 0."""
+  if isinstance(momentum, (int, float)) and not isinstance(momentum, bool):
+    return momentum > 0
+  return True
+
+
+def _sparse_trace(g, v, m, nesterov):
+  """Lazy momentum on the rows of `g` only (`ResourceSparseApplyKerasMomentum`)."""
+  rows = _sparse.sum_duplicates(g)
+  v_rows = v.at[rows.indices].get(mode="fill", fill_value=0)
+  v_rows = m * v_rows + rows.values
+  out = m * v_rows + rows.values if nesterov else v_rows
+  new_v = v.at[rows.indices].set(v_rows, mode="drop")
+  return _sparse.IndexedSlices.unchecked(out, rows.indices, g.dense_shape), new_v
+
+
+def trace(
+    momentum: jax.typing.ArrayLike, nesterov: bool = False
+) -> optax.GradientTransformation:
+  r"""Keras's momentum on updates already scaled by `-lr_t`.
+
+  With `u = -lr_t * g` from `scale_by_learning_rate`:
+
+  .. math::
+    v \leftarrow m v + u, \qquad
+    \text{update} = v \;\; \text{or, with Nesterov,} \;\; m v + u
+
+  which is Keras's `v = m*v - lr*g; w += v` (Nesterov: `w += m*v - lr*g`).
+  Because the learning rate sits inside `v`, a learning rate that changes
+  between steps does not rescale past velocity, unlike `optax.trace` followed
+  by `optax.scale_by_learning_rate`.
+
+  A plain number 0 keeps no state and passes updates through, as Keras keeps
+  no momentum slot then; an array (even zero) keeps a velocity. For an
+  `IndexedSlices` update, duplicate rows are summed and only the rows present
+  change, in both the velocity and the update (Keras's lazy sparse momentum).
+
+  Args:
+    momentum: in [0, 1] when a number; a scalar array is accepted unchecked.
+    nesterov: whether to use Nesterov momentum.
+
+  Returns:
+    An `optax.GradientTransformation`.
+
+  Raises:
+    ValueError: if `momentum` is a number outside [0, 1].
+
+  Examples:
+    >>>     >>> from optax_keras_sgd import trace
+    >>> tx = trace(0.9)
+    >>> state = tx.init(jnp.zeros(1))
+    >>> u, state = tx.update(jnp.array([-0.1]), state)
+    >>> u, state = tx.update(jnp.array([-0.1]), state)
+    >>> u
+    Array([-0.19], dtype=float32)
+  """
+  _validation.check_momentum(momentum)
+  _validation.check_bool("nesterov", nesterov)
+  if not has_velocity(momentum):
+    return optax.identity()
+
+  def init_fn(params):
+    return TraceState(velocity=optax.tree.zeros_like(params))
+
+  def update_fn(updates, state, params=None):
+    del params
+
+    def step(u, v):
+      m = _numerics.as_hyperparameter(momentum, v.dtype)
+      if isinstance(u, _sparse.IndexedSlices):
+        return _sparse_trace(u, v, m, nesterov)
+      new_v = m * v + u
+      return (m * new_v + u if nesterov else new_v), new_v
+
+    treedef = jax.tree.structure(updates, is_leaf=_sparse.is_indexed_slices)
+    pairs = treedef.flatten_up_to(
+        _sparse.tree_map_gradients(step, updates, state.velocity)
+    )
+    new_updates = treedef.unflatten([u for u, _ in pairs])
+    new_velocity = treedef.unflatten([v for _, v in pairs])
+    return new_updates, TraceState(velocity=new_velocity)
+
+  return optax.GradientTransformation(init_fn, update_fn)

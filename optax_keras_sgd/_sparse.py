@@ -1,0 +1,172 @@
+"""Row-sparse gradients: `IndexedSlices`, as `tf.IndexedSlices`.
+
+An `IndexedSlices` stands for a dense array of shape `dense_shape` that is
+zero except for the rows `indices`, which hold `values` (duplicate indices
+add up). It is a pytree, so it passes through `jax.jit`; the transforms of
+this package treat it as one gradient leaf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@jax.tree_util.register_pytree_node_class
+class IndexedSlices:
+  """A row-sparse array: `values[i]` belongs in row `indices[i]`.
+
+  Args:
+    values: array of shape `(n,) + dense_shape[1:]`.
+    indices: integer array of shape `(n,)`; duplicates are summed.
+    dense_shape: the shape of the dense array this stands for.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import IndexedSlices
+    >>> g = IndexedSlices(jnp.ones((2, 3)), jnp.array([0, 2]), (4, 3))
+    >>> g.to_dense().sum(axis=1)
+    Array([3., 0., 3., 0.], dtype=float32)
+  """
+
+  __slots__ = ("values", "indices", "dense_shape")
+
+  def __init__(self, values: Any, indices: Any, dense_shape: Any):
+    dense_shape = tuple(int(d) for d in np.asarray(dense_shape).reshape(-1))
+    values = jnp.asarray(values) if not _is_array(values) else values
+    indices = jnp.asarray(indices) if not _is_array(indices) else indices
+    if not jnp.issubdtype(indices.dtype, jnp.integer):
+      raise TypeError(
+          "`indices` of an IndexedSlices must be integers. "
+          f"Received: indices of dtype {indices.dtype}."
+      )
+    if indices.ndim != 1:
+      raise ValueError(
+          "`indices` of an IndexedSlices must be one-dimensional. "
+          f"Received: indices of shape {indices.shape}."
+      )
+    if not dense_shape:
+      raise ValueError(
+          "`dense_shape` of an IndexedSlices must have at least one "
+          f"dimension. Received: dense_shape={dense_shape}."
+      )
+    expected = (indices.shape[0],) + dense_shape[1:]
+    if tuple(values.shape) != expected:
+      raise ValueError(
+          "`values` of an IndexedSlices must have shape (len(indices),) + "
+          f"dense_shape[1:] = {expected}. Received: values of shape "
+          f"{tuple(values.shape)} for dense_shape={dense_shape}."
+      )
+    _check_index_range(indices, dense_shape[0])
+    self.values = values
+    self.indices = indices
+    self.dense_shape = dense_shape
+
+  @property
+  def dtype(self):
+    return self.values.dtype
+
+  @property
+  def shape(self) -> tuple[int, ...]:
+    return self.dense_shape
+
+  def to_dense(self) -> jax.Array:
+    """The dense array this stands for (duplicates summed)."""
+    zeros = jnp.zeros(self.dense_shape, self.values.dtype)
+    return zeros.at[self.indices].add(self.values, mode="promise_in_bounds")
+
+  @classmethod
+  def unchecked(cls, values: Any, indices: Any, dense_shape: tuple[int, ...]):
+    """Builds one without checks, for traced code that keeps the invariants."""
+    out = object.__new__(cls)
+    out.values, out.indices, out.dense_shape = values, indices, dense_shape
+    return out
+
+  def with_values(self, values: Any) -> IndexedSlices:
+    """The same rows with new values."""
+    return IndexedSlices.unchecked(values, self.indices, self.dense_shape)
+
+  def tree_flatten(self):
+    return (self.values, self.indices), self.dense_shape
+
+  @classmethod
+  def tree_unflatten(cls, dense_shape, children):
+    return cls.unchecked(*children, dense_shape)
+
+  def __repr__(self) -> str:
+    return (
+        f"IndexedSlices(values={self.values!r}, indices={self.indices!r}, "
+        f"dense_shape={self.dense_shape})"
+    )
+
+
+def _is_array(x: Any) -> bool:
+  return isinstance(x, (jax.Array, np.ndarray)) or hasattr(x, "aval")
+
+
+def _check_index_range(indices: Any, rows: int) -> None:
+  """Rejects concrete out-of-range indices; traced ones cannot be checked."""
+  if isinstance(indices, jax.core.Tracer):
+    return
+  host = np.asarray(indices)
+  if host.size and (host.min() < 0 or host.max() >= rows):
+    bad = host[(host < 0) | (host >= rows)]
+    raise IndexError(
+        f"`indices` of an IndexedSlices must lie in [0, {rows}) for "
+        f"dense_shape[0]={rows}. Received out-of-range indices: "
+        f"{bad[:8].tolist()}."
+    )
+
+
+def is_indexed_slices(x: Any) -> bool:
+  return isinstance(x, IndexedSlices)
+
+
+def tree_map_gradients(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+  """`jax.tree.map` that treats each `IndexedSlices` as one leaf."""
+  return jax.tree.map(fn, tree, *rest, is_leaf=is_indexed_slices)
+
+
+def tree_leaves_gradients(tree: Any) -> list[Any]:
+  return jax.tree.leaves(tree, is_leaf=is_indexed_slices)
+
+
+def dense_values(g: Any) -> Any:
+  """The array a clip sees: the raw values of a slice, else `g`."""
+  return g.values if isinstance(g, IndexedSlices) else g
+
+
+def map_values(fn: Callable[[Any], Any], g: Any) -> Any:
+  """Applies `fn` to the values of `g`, dense or sparse."""
+  if isinstance(g, IndexedSlices):
+    return g.with_values(fn(g.values))
+  return fn(g)
+
+
+class DedupedRows(NamedTuple):
+  """Unique row indices with their summed values (padding rows point past the
+  table and are dropped by scatters)."""
+
+  indices: jax.Array
+  values: jax.Array
+
+
+def sum_duplicates(g: IndexedSlices) -> DedupedRows:
+  """Sums the values of duplicate indices, with static shapes.
+
+  Returns `n` rows (the number of slices): the unique indices in ascending
+  order, then padding whose index is `dense_shape[0]` (out of range, so a
+  scatter with `mode="drop"` ignores it and a gather with `mode="fill"` reads
+  zeros).
+  """
+  n = g.indices.shape[0]
+  rows = g.dense_shape[0]
+  unique, inverse = jnp.unique(
+      g.indices, size=n, fill_value=rows, return_inverse=True
+  )
+  summed = jax.ops.segment_sum(g.values, inverse.reshape(-1), num_segments=n)
+  return DedupedRows(unique, summed)
