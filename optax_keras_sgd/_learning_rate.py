@@ -36,7 +36,7 @@ def learning_rate_at(
   lr = _numerics.as_hyperparameter(lr, dtype)
   if _validation.concrete_number(decay) != 0.0:
     decay_t = _numerics.as_hyperparameter(decay, dtype)
-    lr = lr / (jnp.asarray(1.0, dtype) + decay_t * step)
+    lr = lr / (jnp.asarray(1.0, dtype) + _numerics.rounded(decay_t * step))
   return lr
 
 
@@ -94,7 +94,7 @@ def scale_by_learning_rate(
       return rates[dtype]
 
     def scale(g):
-      return -(rate(g.dtype) * g)
+      return -_numerics.rounded(rate(g.dtype) * g)
 
     updates = _sparse.tree_map_gradients(
         lambda g: _sparse.map_values(scale, g), updates

@@ -27,8 +27,8 @@ def _sparse_trace(g, v, m, nesterov):
   """Lazy momentum on the rows of `g` only (`ResourceSparseApplyKerasMomentum`)."""
   rows = _sparse.sum_duplicates(g)
   v_rows = v.at[rows.indices].get(mode="fill", fill_value=0)
-  v_rows = m * v_rows + rows.values
-  out = m * v_rows + rows.values if nesterov else v_rows
+  v_rows = _numerics.rounded(m * v_rows) + rows.values
+  out = _numerics.rounded(m * v_rows) + rows.values if nesterov else v_rows
   new_v = v.at[rows.indices].set(v_rows, mode="drop")
   return _sparse.IndexedSlices.unchecked(out, rows.indices, g.dense_shape), new_v
 
@@ -88,8 +88,8 @@ def trace(
       m = _numerics.as_hyperparameter(momentum, v.dtype)
       if isinstance(u, _sparse.IndexedSlices):
         return _sparse_trace(u, v, m, nesterov)
-      new_v = m * v + u
-      return (m * new_v + u if nesterov else new_v), new_v
+      new_v = _numerics.rounded(m * v) + u
+      return (_numerics.rounded(m * new_v) + u if nesterov else new_v), new_v
 
     treedef = jax.tree.structure(updates, is_leaf=_sparse.is_indexed_slices)
     pairs = treedef.flatten_up_to(

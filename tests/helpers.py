@@ -1,0 +1,64 @@
+"""Small helpers shared by the tests: running our `sgd` and comparing runs."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import optax_keras_sgd as oks
+
+
+def to_numpy(x):
+  x = jnp.asarray(x)
+  if x.dtype == jnp.bfloat16:
+    x = x.astype(jnp.float32)
+  return np.asarray(x)
+
+
+def run_sgd(params, grad_steps, dtype="float32", jit=True, tx=None, **kwargs):
+  """Our functional `sgd`, step by step; returns the params after each step."""
+  tx = tx if tx is not None else oks.sgd(**kwargs)
+  p = [jnp.asarray(np.asarray(x, np.float64), dtype) for x in params]
+  state = tx.init(p)
+
+  def step(p, g, state):
+    updates, state = tx.update(g, state, p)
+    return optax.apply_updates(p, updates), state
+
+  if jit:
+    step = jax.jit(step)
+  out = []
+  for grads in grad_steps:
+    g = [jnp.asarray(np.asarray(x, np.float64), dtype) for x in grads]
+    p, state = step(p, g, state)
+    out.append([to_numpy(x) for x in p])
+  return out
+
+
+def assert_trajectories(ours, ref, dtype="float32", exact=True, ulps=8):
+  """Bitwise equal, or within `ulps` units of `dtype`'s rounding relative to
+  each tensor's scale (for norm clipping, whose sums TensorFlow and XLA
+  accumulate in different orders)."""
+  assert len(ours) == len(ref)
+  eps = float(jnp.finfo(dtype).eps)
+  for step, (a_list, b_list) in enumerate(zip(ours, ref)):
+    assert len(a_list) == len(b_list)
+    for i, (a, b) in enumerate(zip(a_list, b_list)):
+      a = np.asarray(a, np.float64)
+      b = np.asarray(b, np.float64)
+      msg = f"step {step}, tensor {i}"
+      if exact:
+        np.testing.assert_array_equal(a, b, err_msg=msg)
+      else:
+        scale = max(float(np.max(np.abs(b))), 1.0) if b.size else 1.0
+        np.testing.assert_allclose(
+            a, b, rtol=ulps * eps, atol=ulps * eps * scale, err_msg=msg
+        )
+
+
+def random_problem(rng, shapes, steps, scale=1.0):
+  params = [rng.normal(size=s) for s in shapes]
+  grads = [[scale * rng.normal(size=s) for s in shapes] for _ in range(steps)]
+  return params, grads

@@ -1,0 +1,72 @@
+"""The update rule of Keras 2's legacy SGD, stated in NumPy.
+
+This is the rule from the reference's documentation and source, written
+independently of the package: each operation rounds to the working dtype (NumPy
+does not fuse multiply-adds), hyperparameters pass through float32 first, and
+clipping thresholds are converted straight to the gradient dtype.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _hyper(x, dtype):
+  return np.asarray(np.float32(x)).astype(dtype)
+
+
+def clip_value(g, c):
+  c = np.asarray(c, g.dtype)
+  return np.maximum(np.minimum(g, c), -c)
+
+
+def clip_norm(g, c):
+  c = np.asarray(c, g.dtype)
+  l2sum = np.sum(g * g, dtype=g.dtype)
+  n = np.sqrt(l2sum) if l2sum > 0 else l2sum
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return (g * c) / np.maximum(n, c)
+
+
+def clip_global_norm(gs, c):
+  dtype = gs[0].dtype
+  total = np.asarray(0, dtype)
+  for g in gs:
+    total = total + np.sum(g * g, dtype=dtype)
+  norm = np.sqrt(total)
+  c = np.asarray(c, dtype)
+  with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+    scale = c * np.minimum(1 / norm, 1 / c) + (norm - norm)
+  return [g * scale.astype(g.dtype) for g in gs]
+
+
+def run(params, grad_steps, *, learning_rate=0.01, momentum=0.0, nesterov=False,
+        clipvalue=None, clipnorm=None, global_clipnorm=None, decay=0.0):
+  """Returns the params after each step. `learning_rate` may be a function of
+  the (float) step."""
+  ws = [np.array(p) for p in params]
+  vs = [np.zeros_like(p) for p in params]
+  out = []
+  for t, grads in enumerate(grad_steps):
+    gs = [np.array(g) for g in grads]
+    if clipvalue is not None:
+      gs = [clip_value(g, clipvalue) for g in gs]
+    if clipnorm is not None:
+      gs = [clip_norm(g, clipnorm) for g in gs]
+    if global_clipnorm is not None:
+      gs = clip_global_norm(gs, global_clipnorm)
+    for i, (w, g) in enumerate(zip(ws, gs)):
+      dtype = w.dtype
+      step = np.asarray(t).astype(dtype)
+      lr = learning_rate(step) if callable(learning_rate) else learning_rate
+      lr = _hyper(lr, dtype)
+      if decay > 0:
+        lr = lr / (np.asarray(1, dtype) + _hyper(decay, dtype) * step)
+      if momentum == 0:
+        ws[i] = w - lr * g
+      else:
+        m = _hyper(momentum, dtype)
+        vs[i] = m * vs[i] - lr * g
+        ws[i] = w + (m * vs[i] - lr * g if nesterov else vs[i])
+    out.append([w.copy() for w in ws])
+  return out

@@ -1,0 +1,70 @@
+"""Runs the real reference, `tf_keras.optimizers.legacy.SGD`, for the tests.
+
+Nothing here restates our formulas: it feeds gradient sequences to TensorFlow
+and returns what TensorFlow computed.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+import tf_keras  # noqa: E402
+
+tf.config.set_visible_devices([], "GPU")
+
+TF_DTYPES = {
+    "float16": tf.float16,
+    "bfloat16": tf.bfloat16,
+    "float32": tf.float32,
+    "float64": tf.float64,
+}
+
+
+def tf_dtype(dtype) -> tf.DType:
+  return TF_DTYPES[np.dtype(dtype).name]
+
+
+def to_tf_grad(g, dtype):
+  """A gradient for TF: a dense array, or a `(values, indices, dense_shape)`
+  triple standing for `tf.IndexedSlices`."""
+  if isinstance(g, tuple):
+    values, indices, dense_shape = g
+    return tf.IndexedSlices(
+        tf.constant(np.asarray(values, np.float64), dtype=tf_dtype(dtype)),
+        tf.constant(indices, dtype=tf.int64),
+        tf.constant(dense_shape, dtype=tf.int64),
+    )
+  if g is None:
+    return None
+  return tf.constant(np.asarray(g, np.float64), dtype=tf_dtype(dtype))
+
+
+def run(params, grad_steps, dtype="float32", **sgd_kwargs):
+  """Applies each list of gradients in `grad_steps` to `params` with the
+  reference; returns the params after each step and the optimizer."""
+  variables = [
+      tf.Variable(np.asarray(p, np.float64), dtype=tf_dtype(dtype), name=f"w{i}")
+      for i, p in enumerate(params)
+  ]
+  opt = tf_keras.optimizers.legacy.SGD(**sgd_kwargs)
+  trajectory = []
+  for grads in grad_steps:
+    pairs = [(to_tf_grad(g, dtype), v) for g, v in zip(grads, variables)]
+    opt.apply_gradients(pairs)
+    trajectory.append([_to_numpy(v) for v in variables])
+  return trajectory, opt
+
+
+def _to_numpy(v):
+  value = v.numpy()
+  if v.dtype == tf.bfloat16:
+    return np.asarray(tf.cast(v, tf.float32).numpy())
+  return value
+
+
+def schedules():
+  return tf_keras.optimizers.schedules

@@ -1,0 +1,193 @@
+"""Parity of the functional `sgd` with the real `tf_keras.optimizers.legacy.SGD`.
+
+The same random gradient sequences go through both. Where no reduction is
+involved the trajectories must be bitwise equal; with norm clipping, sums are
+accumulated in a different order by TensorFlow and XLA, and trajectories must
+agree to a few units of the dtype's rounding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import optax_keras_sgd as oks
+import reference
+from helpers import assert_trajectories, random_problem, run_sgd
+
+SHAPES = [(3,), (4, 5), (), (64, 7)]
+DTYPES = ["float32", "float64", "float16", "bfloat16"]
+
+ELEMENTWISE = {
+    "plain": dict(learning_rate=0.1),
+    "negative_lr": dict(learning_rate=-0.05),
+    "momentum": dict(learning_rate=0.05, momentum=0.9),
+    "nesterov": dict(learning_rate=0.05, momentum=0.9, nesterov=True),
+    "momentum_one": dict(learning_rate=0.01, momentum=1.0),
+    "clipvalue": dict(learning_rate=0.1, clipvalue=0.3),
+    "clipvalue_momentum": dict(learning_rate=0.1, momentum=0.5, clipvalue=0.3),
+    "decay": dict(learning_rate=0.1, decay=0.1),
+    "decay_nesterov": dict(learning_rate=0.1, momentum=0.8, nesterov=True, decay=0.05),
+    "nesterov_without_momentum": dict(learning_rate=0.1, nesterov=True),
+}
+NORM = {
+    "clipnorm": dict(learning_rate=0.1, clipnorm=0.7),
+    "clipnorm_momentum": dict(learning_rate=0.1, momentum=0.9, clipnorm=0.7),
+    "global_clipnorm": dict(learning_rate=0.1, global_clipnorm=0.9),
+    "global_clipnorm_nesterov": dict(
+        learning_rate=0.1, momentum=0.9, nesterov=True, global_clipnorm=0.9
+    ),
+    "clipvalue_clipnorm": dict(learning_rate=0.1, momentum=0.5, clipvalue=0.2,
+                               clipnorm=0.5),
+    "everything": dict(learning_rate=0.1, momentum=0.99, nesterov=True,
+                       clipvalue=0.2, global_clipnorm=0.5, decay=0.01),
+    "clipnorm_inactive": dict(learning_rate=0.1, momentum=0.9, clipnorm=100.0),
+}
+
+
+def x64(dtype):
+  return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+
+
+def _both(config, dtype, seed, steps=12):
+  rng = np.random.default_rng(seed)
+  params, grads = random_problem(rng, SHAPES, steps)
+  with x64(dtype):
+    ref, _ = reference.run(params, grads, dtype, **config)
+    ours = run_sgd(params, grads, dtype, **config)
+  return ours, ref
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE))
+def test_elementwise_options_are_bitwise_equal(name, dtype):
+  ours, ref = _both(ELEMENTWISE[name], dtype, seed=hash(name) % 1000)
+  assert_trajectories(ours, ref, dtype, exact=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(NORM))
+def test_norm_clipping_agrees_to_rounding(name, dtype):
+  ours, ref = _both(NORM[name], dtype, seed=hash(name) % 1000)
+  assert_trajectories(ours, ref, dtype, exact=False)
+
+
+@pytest.mark.parametrize("jit", [True, False])
+def test_without_jit_matches_reference(jit):
+  config = dict(learning_rate=0.05, momentum=0.9, nesterov=True, decay=0.01)
+  rng = np.random.default_rng(7)
+  params, grads = random_problem(rng, SHAPES, 10)
+  ref, _ = reference.run(params, grads, **config)
+  assert_trajectories(run_sgd(params, grads, jit=jit, **config), ref)
+
+
+def test_step_schedule_with_momentum_matches_reference_not_optax():
+  """SPEC section 1.7: the learning rate lives inside the velocity."""
+  tf_schedule = reference.schedules().PiecewiseConstantDecay([1], [1.0, 0.1])
+  grads = [[np.ones(())] for _ in range(3)]
+  ref, _ = reference.run([np.zeros(())], grads, learning_rate=tf_schedule,
+                         momentum=0.9)
+  # The schedule stated plainly: 1.0 while step <= 1, then 0.1.
+  schedule = lambda step: jnp.where(step <= 1, 1.0, 0.1)  # noqa: E731
+  ours = run_sgd([np.zeros(())], grads, learning_rate=schedule, momentum=0.9)
+  assert_trajectories(ours, ref)
+  np.testing.assert_allclose([r[0] for r in ref], [-1.0, -2.9, -4.71], rtol=1e-6)
+
+  # optax.sgd with the same schedule (0.1 from step 2 on) rescales the whole
+  # velocity: v = 2.71 at the third step, times 0.1. (SPEC's -1.19, -1.461 are
+  # what optax gives when the switch comes one step earlier, `{1: 0.1}`.)
+  optax_tx = optax.sgd(optax.piecewise_constant_schedule(1.0, {2: 0.1}), 0.9)
+  optax_run = run_sgd([np.zeros(())], grads, tx=optax_tx)
+  np.testing.assert_allclose([r[0] for r in optax_run], [-1.0, -2.9, -3.171],
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
+def test_exponential_schedule_with_momentum_and_decay(dtype):
+  tf_schedule = reference.schedules().ExponentialDecay(0.1, 3, 0.5)
+  config = dict(momentum=0.9, decay=0.02)
+  rng = np.random.default_rng(3)
+  params, grads = random_problem(rng, SHAPES, 12)
+
+  def schedule(step):  # Keras's formula: lr * rate ** (step / decay_steps)
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.float32(0.1) * jnp.power(jnp.float32(0.5), step / jnp.float32(3))
+
+  with x64(dtype):
+    ref, _ = reference.run(params, grads, dtype, learning_rate=tf_schedule, **config)
+    ours = run_sgd(params, grads, dtype, learning_rate=schedule, **config)
+  # The schedule computes in float32 (as Keras's does), where TensorFlow's and
+  # XLA's `pow` may differ in the last bit: agreement is to float32 rounding.
+  tolerance_dtype = "float32" if dtype == "float64" else dtype
+  assert_trajectories(ours, ref, tolerance_dtype, exact=False, ulps=4)
+
+
+def test_changing_hyperparameters_with_inject_hyperparams():
+  """Keras lets `opt.learning_rate` and `opt.momentum` change between steps."""
+  rng = np.random.default_rng(11)
+  params, grads = random_problem(rng, SHAPES, 9)
+  lrs, ms = [0.1, 0.1, 0.5, 0.5, 0.01, 0.2, 0.2, 0.3, 0.05], [0.9] * 4 + [0.5] * 5
+
+  variables = [reference.tf.Variable(p, dtype=reference.tf.float32) for p in params]
+  opt = reference.tf_keras.optimizers.legacy.SGD(learning_rate=0.1, momentum=0.9)
+  ref = []
+  for lr, m, gs in zip(lrs, ms, grads):
+    opt.learning_rate, opt.momentum = lr, m
+    opt.apply_gradients(
+        zip([reference.tf.constant(g, reference.tf.float32) for g in gs], variables)
+    )
+    ref.append([v.numpy() for v in variables])
+
+  tx = optax.inject_hyperparams(oks.sgd)(learning_rate=0.1, momentum=0.9)
+  p = [jnp.asarray(x, jnp.float32) for x in params]
+  state = tx.init(p)
+  step = jax.jit(lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(
+      *tx.update(g, s, p)))
+  ours = []
+  for lr, m, gs in zip(lrs, ms, grads):
+    state.hyperparams["learning_rate"] = jnp.asarray(lr)
+    state.hyperparams["momentum"] = jnp.asarray(m)
+    p, state = step(p, [jnp.asarray(g, jnp.float32) for g in gs], state)
+    ours.append([np.asarray(x) for x in p])
+  assert_trajectories(ours, ref)
+  assert step._cache_size() == 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float64_learning_rate_passes_through_float32(dtype):
+  """SPEC section 6: float64 variables see float64(float32(0.1))."""
+  with x64(dtype):
+    ref, _ = reference.run([np.zeros(())], [[np.ones(())]], dtype, learning_rate=0.1)
+    ours = run_sgd([np.zeros(())], [[np.ones(())]], dtype, learning_rate=0.1)
+  assert float(ours[0][0]) == float(ref[0][0]) == -float(np.float32(0.1))
+
+
+def test_half_precision_numbers_from_spec():
+  """SPEC section 6: float16 w=1, g=1, lr 0.1, m 0.9 gives 0.9; bfloat16 0.898438."""
+  for dtype, expected in [("float16", 0.9), ("bfloat16", 0.898438)]:
+    ours = run_sgd([np.ones(())], [[np.ones(())]], dtype, learning_rate=0.1,
+                   momentum=0.9)
+    ref, _ = reference.run([np.ones(())], [[np.ones(())]], dtype, learning_rate=0.1,
+                           momentum=0.9)
+    assert float(ours[0][0]) == float(ref[0][0])
+    np.testing.assert_allclose(float(ours[0][0]), expected, rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(clipnorm=1.0), dict(global_clipnorm=1.0), dict(clipvalue=1.0), {}],
+    ids=["clipnorm", "global_clipnorm", "clipvalue", "none"],
+)
+def test_non_finite_gradients_propagate_like_reference(config):
+  grads = [[np.array([1.0, np.inf, 2.0]), np.array([np.nan, 1.0])],
+           [np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.0])]]
+  params = [np.zeros(3), np.zeros(2)]
+  with np.errstate(invalid="ignore"):
+    ref, _ = reference.run(params, grads, learning_rate=0.1, momentum=0.9, **config)
+    ours = run_sgd(params, grads, learning_rate=0.1, momentum=0.9, **config)
+  assert_trajectories(ours, ref)
