@@ -63,8 +63,8 @@ def sgd(
     >>> for _ in range(2):
     ...   updates, state = tx.update(jax.grad(lambda w: w**2 / 2)(w), state, w)
     ...   w = optax.apply_updates(w, updates)
-    >>> w  # 1 - 0.1 - 0.18
-    Array(0.72, dtype=float32)
+    >>> w  # 1 - 0.100000024 - 0.18, in float32
+    Array(0.71999997, dtype=float32)
   """
   _validation.check_clip_exclusive(clipnorm, global_clipnorm)
   blocks = []

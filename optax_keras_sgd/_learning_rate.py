@@ -84,7 +84,9 @@ def scale_by_learning_rate(
     return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
-    del params
+    _validation.check_float_leaves(updates, "The gradient")
+    if params is not None:
+      _validation.check_float_leaves(params, "The parameter")
     rates: dict[Any, jax.Array] = {}
 
     def rate(dtype):

@@ -65,7 +65,8 @@ def trace(
     ValueError: if `momentum` is a number outside [0, 1].
 
   Examples:
-    >>>     >>> from optax_keras_sgd import trace
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import trace
     >>> tx = trace(0.9)
     >>> state = tx.init(jnp.zeros(1))
     >>> u, state = tx.update(jnp.array([-0.1]), state)

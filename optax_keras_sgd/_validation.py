@@ -106,7 +106,10 @@ def check_float_leaves(tree: Any, what: str) -> None:
   variables; an integer or boolean one has no update kernel there and no
   meaningful gradient here.
   """
-  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+  from optax_keras_sgd._sparse import is_indexed_slices
+
+  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_indexed_slices)[0]
+  for path, leaf in leaves:
     dtype = getattr(leaf, "dtype", None)
     if dtype is None:
       continue

@@ -1,0 +1,34 @@
+"""The public surface: nothing leaks, nothing vanishes."""
+
+import optax_keras_sgd as oks
+
+EXPECTED = {
+    "IndexedSlices",
+    "ScaleByLearningRateState",
+    "TraceState",
+    "clip_by_global_norm",
+    "clip_by_norm",
+    "clip_by_value",
+    "global_norm",
+    "iterations",
+    "scale_by_learning_rate",
+    "sgd",
+    "trace",
+    "velocity",
+}
+
+
+def test_all_is_sorted_and_complete():
+  assert list(oks.__all__) == sorted(oks.__all__)
+  assert set(oks.__all__) == EXPECTED
+  for name in oks.__all__:
+    assert getattr(oks, name) is not None
+
+
+def test_no_other_public_names():
+  public = {n for n in dir(oks) if not n.startswith("_")}
+  assert public - set(oks.__all__) <= {"schedules"}
+
+
+def test_version():
+  assert isinstance(oks.__version__, str) and oks.__version__.count(".") == 2
