@@ -1,5 +1,6 @@
 """Keras 2's legacy SGD for JAX, exactly: optax transformations and a facade."""
 
+from optax_keras_sgd import schedules
 from optax_keras_sgd._alias import sgd
 from optax_keras_sgd._clipping import clip_by_global_norm
 from optax_keras_sgd._clipping import clip_by_norm
@@ -9,22 +10,29 @@ from optax_keras_sgd._learning_rate import ScaleByLearningRateState
 from optax_keras_sgd._learning_rate import scale_by_learning_rate
 from optax_keras_sgd._momentum import TraceState
 from optax_keras_sgd._momentum import trace
+from optax_keras_sgd._optimizer import SGD
 from optax_keras_sgd._sparse import IndexedSlices
+from optax_keras_sgd._sparse import apply_updates
 from optax_keras_sgd._state import iterations
 from optax_keras_sgd._state import velocity
+from optax_keras_sgd._variable import Variable
 
 __version__ = "0.1.0"
 
 __all__ = (
     "IndexedSlices",
+    "SGD",
     "ScaleByLearningRateState",
     "TraceState",
+    "Variable",
+    "apply_updates",
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",
     "global_norm",
     "iterations",
     "scale_by_learning_rate",
+    "schedules",
     "sgd",
     "trace",
     "velocity",

@@ -170,3 +170,32 @@ def sum_duplicates(g: IndexedSlices) -> DedupedRows:
   )
   summed = jax.ops.segment_sum(g.values, inverse.reshape(-1), num_segments=n)
   return DedupedRows(unique, summed)
+
+
+def apply_updates(params: Any, updates: Any) -> Any:
+  """`optax.apply_updates` that also takes `IndexedSlices` updates.
+
+  A dense update is added as `optax.apply_updates` does. An `IndexedSlices`
+  update is scatter-added into its rows only (duplicates add up, in order;
+  rows past the table, the padding of deduplicated slices, are dropped), so
+  the cost grows with the rows touched, not with the table. Under `jax.jit`
+  with the table donated, the scatter happens in place.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import IndexedSlices, apply_updates
+    >>> table = jnp.zeros((4, 2))
+    >>> u = IndexedSlices(jnp.ones((3, 2)), jnp.array([1, 3, 1]), (4, 2))
+    >>> apply_updates(table, u)[:, 0]
+    Array([0., 2., 0., 1.], dtype=float32)
+  """
+
+  def apply(u, p):
+    if p is None:
+      return None
+    p = jnp.asarray(p)
+    if isinstance(u, IndexedSlices):
+      return p.at[u.indices].add(u.values.astype(p.dtype), mode="drop")
+    return jnp.asarray(p + u).astype(p.dtype)
+
+  return tree_map_gradients(apply, updates, params)

@@ -1,0 +1,92 @@
+"""How the facade holds `learning_rate` and `momentum`, as Keras 2 does.
+
+A hyperparameter is one of:
+- a schedule: a callable of the step (an `optax_keras_sgd.schedules` object,
+  an optax schedule, any function with one required argument). It is traced
+  into the compiled step, so it is evaluated on device at the current step.
+- a zero-argument callable: called anew on the host before every step and
+  fed to the compiled step as an argument.
+- a number or scalar array: held in a float32 `Variable`, so `opt.lr = 0.5`
+  or `opt.learning_rate.assign(0.5)` changes it without recompiling.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from optax_keras_sgd import _validation
+from optax_keras_sgd._variable import Variable
+
+
+def is_schedule(value: Any) -> bool:
+  """A callable that takes the step (one required positional argument)."""
+  from optax_keras_sgd.schedules import LearningRateSchedule
+
+  if isinstance(value, LearningRateSchedule):
+    return True
+  if not callable(value) or isinstance(value, Variable):
+    return False
+  try:
+    signature = inspect.signature(value)
+  except (TypeError, ValueError):
+    return False
+  required = [
+      p for p in signature.parameters.values()
+      if p.default is p.empty
+      and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+  ]
+  return len(required) == 1
+
+
+def is_zero_argument_callable(value: Any) -> bool:
+  return callable(value) and not isinstance(value, Variable) and not is_schedule(value)
+
+
+def hold(name: str, value: Any, current: Any = None) -> Any:
+  """What the facade stores for `value`, reusing the `current` Variable when a
+  number replaces a number (so compiled steps and references stay valid)."""
+  if is_schedule(value) or is_zero_argument_callable(value):
+    return value
+  if isinstance(value, Variable):
+    value = value.value()
+  _validation.check_scalar_hyperparameter(name, value)
+  value = jnp.asarray(value, jnp.float32)
+  if isinstance(current, Variable):
+    return current.assign(value)
+  return Variable(value, name=name, trainable=False)
+
+
+def read(value: Any) -> Any:
+  """The value to feed the compiled step: the schedule itself, or a float32
+  scalar array (a zero-argument callable is called now)."""
+  if is_schedule(value):
+    return value
+  if is_zero_argument_callable(value):
+    value = value()
+    if isinstance(value, Variable):
+      value = value.value()
+    _validation.check_scalar_hyperparameter("the value returned by a callable", value)
+  if isinstance(value, Variable):
+    return value.value()
+  return jnp.asarray(value, jnp.float32)
+
+
+def serialize(value: Any) -> Any:
+  """The config form: a schedule dict, else the current value as a float."""
+  from optax_keras_sgd import schedules
+
+  if isinstance(value, schedules.LearningRateSchedule):
+    return schedules.serialize(value)
+  if is_schedule(value):
+    raise ValueError(
+        f"Cannot serialize the schedule {value!r}: only "
+        "`optax_keras_sgd.schedules.LearningRateSchedule` objects have a "
+        "config. Subclass LearningRateSchedule (with get_config) to save it."
+    )
+  # The shortest decimal that reads back as the same float32 (0.1, not
+  # 0.10000000149011612), so configs stay readable and exact.
+  return float(str(np.float32(read(value))))

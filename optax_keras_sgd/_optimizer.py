@@ -1,0 +1,539 @@
+"""`SGD`: the Keras 2 legacy optimizer's API over the functional core.
+
+This class holds state and speaks Keras; all arithmetic happens in
+`optax_keras_sgd.sgd`, run by one compiled call per step (`_step`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_keras_sgd import _hyperparameters, _momentum, _sparse, _step, _validation
+from optax_keras_sgd._variable import Variable
+
+ALLOWED_KWARGS = {"clipnorm", "clipvalue", "lr", "decay", "global_clipnorm"}
+
+
+class SGD:
+  """Gradient descent with momentum: Keras 2's `optimizers.legacy.SGD` in JAX.
+
+  .. math::
+    v \\leftarrow m v - \\eta_t g, \\qquad w \\leftarrow w + v
+    \\;\\; (\\text{Nesterov: } w + m v - \\eta_t g)
+
+  The same constructor, methods, weights and configs as the reference, over
+  `Variable`s (Keras style) or over pytrees (`update`, JAX style). Each step
+  is one compiled call for all variables; changing `learning_rate` or
+  `momentum` (numbers, arrays, or zero-argument callables) never recompiles.
+
+  Args:
+    learning_rate: a number, scalar array, schedule (callable of the step,
+      e.g. `optax_keras_sgd.schedules.ExponentialDecay`), or zero-argument
+      callable read anew every step. Defaults to 0.01.
+    momentum: a number in [0, 1], scalar array, or zero-argument callable.
+    nesterov: whether to use Nesterov momentum.
+    name: the optimizer's name.
+    **kwargs: `clipvalue`, `clipnorm`, `global_clipnorm`, `decay`, or `lr`
+      (a deprecated alias of `learning_rate`), as in Keras.
+
+  Raises:
+    TypeError: for any other keyword argument.
+    ValueError: as the reference (negative kwargs, momentum outside [0, 1],
+      both `clipnorm` and `global_clipnorm`).
+
+  Examples:
+    The seed's example, with `Variable` in place of `tf.Variable`:
+
+    >>> from optax_keras_sgd import SGD, Variable
+    >>> opt = SGD(learning_rate=0.1)
+    >>> var = Variable(1.0)
+    >>> loss = lambda: (var ** 2) / 2.0  # d(loss)/d(var) = var
+    >>> step_count = opt.minimize(loss, [var]).numpy()
+    >>> var.numpy()
+    array(0.9, dtype=float32)
+  """
+
+  def __init__(self, learning_rate: Any = 0.01, momentum: Any = 0.0,
+               nesterov: bool = False, name: str = "SGD", **kwargs: Any):
+    for key, value in kwargs.items():
+      if key not in ALLOWED_KWARGS:
+        raise TypeError(
+            f"Unexpected keyword argument passed to optimizer: {key}. "
+            f"Allowed kwargs are {ALLOWED_KWARGS}."
+        )
+      if value is not None and not (key == "lr" and callable(value)):
+        _validation.check_non_negative(key, value)
+    if "lr" in kwargs:
+      warnings.warn("The `lr` argument is deprecated, use `learning_rate` "
+                    "instead.", stacklevel=2)
+      learning_rate = kwargs["lr"]
+    _validation.check_learning_rate(learning_rate)
+    if not _hyperparameters.is_zero_argument_callable(momentum):
+      _validation.check_momentum(momentum)
+    _validation.check_bool("nesterov", nesterov)
+    _validation.check_clip_exclusive(kwargs.get("clipnorm"),
+                                     kwargs.get("global_clipnorm"))
+    self._name = name
+    self._decay = float(kwargs.get("decay", 0.0))
+    self._clipvalue = kwargs.get("clipvalue")
+    self._clipnorm = kwargs.get("clipnorm")
+    self._global_clipnorm = kwargs.get("global_clipnorm")
+    self._nesterov = bool(nesterov)
+    # Keras decides once whether momentum slots exist.
+    self._use_momentum = _momentum.has_velocity(
+        momentum if not callable(momentum) else jnp.zeros(()))
+    self._hyper: dict[str, Any] = {
+        "learning_rate": _hyperparameters.hold("learning_rate", learning_rate),
+        "momentum": _hyperparameters.hold("momentum", momentum),
+    }
+    self._iterations: Variable | None = None
+    self._weights: list[Variable] = []
+    self._slot_names: list[str] = []
+    self._slots: dict[Any, dict[str, Variable]] = {}
+    self._tracked: dict[Any, Any] = {}  # slot key -> Variable or pytree path
+    self._pytree: Any = None  # treedef of the pytree path, once used
+    self._steps = _step.CompiledSteps()
+
+  # -- hyperparameters ---------------------------------------------------------
+
+  @property
+  def learning_rate(self) -> Any:
+    return self._hyper["learning_rate"]
+
+  @learning_rate.setter
+  def learning_rate(self, value: Any) -> None:
+    _validation.check_learning_rate(value)
+    self._hyper["learning_rate"] = _hyperparameters.hold(
+        "learning_rate", value, self._hyper["learning_rate"])
+
+  lr = learning_rate
+
+  @property
+  def momentum(self) -> Any:
+    return self._hyper["momentum"]
+
+  @momentum.setter
+  def momentum(self, value: Any) -> None:
+    if not _hyperparameters.is_zero_argument_callable(value):
+      _validation.check_momentum(value)
+    self._hyper["momentum"] = _hyperparameters.hold(
+        "momentum", value, self._hyper["momentum"])
+
+  @property
+  def nesterov(self) -> bool:
+    return self._nesterov
+
+  @nesterov.setter
+  def nesterov(self, value: bool) -> None:
+    _validation.check_bool("nesterov", value)
+    self._nesterov = bool(value)
+
+  @property
+  def decay(self) -> float:
+    return self._decay
+
+  @property
+  def clipvalue(self) -> float | None:
+    return self._clipvalue
+
+  @clipvalue.setter
+  def clipvalue(self, value: float | None) -> None:
+    if value is not None:
+      _validation.check_non_negative("clipvalue", value)
+    self._clipvalue = value
+
+  @property
+  def clipnorm(self) -> float | None:
+    return self._clipnorm
+
+  @clipnorm.setter
+  def clipnorm(self, value: float | None) -> None:
+    if value is not None:
+      _validation.check_non_negative("clipnorm", value)
+    _validation.check_clip_exclusive(value, self._global_clipnorm)
+    self._clipnorm = value
+
+  @property
+  def global_clipnorm(self) -> float | None:
+    return self._global_clipnorm
+
+  @global_clipnorm.setter
+  def global_clipnorm(self, value: float | None) -> None:
+    if value is not None:
+      _validation.check_non_negative("global_clipnorm", value)
+    _validation.check_clip_exclusive(self._clipnorm, value)
+    self._global_clipnorm = value
+
+  @property
+  def name(self) -> str:
+    return self._name
+
+  # -- weights -------------------------------------------------------------------
+
+  @property
+  def iterations(self) -> Variable:
+    """The number of steps taken (a `Variable`; Keras's is int64)."""
+    if self._iterations is None:
+      self._iterations = Variable(jnp.zeros((), jnp.int32), name="iter",
+                                  trainable=False)
+      self._weights.insert(0, self._iterations)
+    return self._iterations
+
+  @iterations.setter
+  def iterations(self, value: Any) -> None:
+    self.iterations.assign(_as_count(value, "iterations"))
+
+  def add_slot(self, var: Any, slot_name: str, initializer: Any = "zeros",
+               shape: Any = None) -> Variable:
+    """Adds (or returns the existing) slot `slot_name` for `var`."""
+    return self._create_slot(id(var), var, getattr(var, "name", "var"), slot_name,
+                             initializer, shape)
+
+  def _create_slot(self, key: Any, target: Any, name: str, slot_name: str,
+                   initializer: Any = "zeros", shape: Any = None) -> Variable:
+    slots = self._slots.setdefault(key, {})
+    if slot_name not in slots:
+      if slot_name not in self._slot_names:
+        self._slot_names.append(slot_name)
+      dtype = jnp.result_type(target.dtype)
+      shape = tuple(jnp.shape(target)) if shape is None else tuple(shape)
+      if isinstance(initializer, str) and initializer == "zeros":
+        value = jnp.zeros(shape, dtype)
+      elif callable(initializer):
+        value = jnp.asarray(initializer(shape=shape, dtype=dtype))
+      else:
+        value = jnp.broadcast_to(jnp.asarray(initializer, dtype), shape)
+      slots[slot_name] = Variable(value, name=f"{name}/{slot_name}", trainable=False)
+      # Keep Variables alive (their id is the key); for pytree leaves keep
+      # only shape and dtype, not the user's array.
+      self._tracked[key] = target if isinstance(target, Variable) else \
+          jax.ShapeDtypeStruct(shape, dtype)
+      self.iterations  # noqa: B018  (weights start with iterations)
+      self._weights.append(slots[slot_name])
+    return slots[slot_name]
+
+  def get_slot(self, var: Any, slot_name: str) -> Variable:
+    try:
+      return self._slots[id(var)][slot_name]
+    except KeyError:
+      raise KeyError(
+          f"No slot '{slot_name}' for variable "
+          f"'{getattr(var, 'name', var)}'. Slot names: {self._slot_names}."
+      ) from None
+
+  def get_slot_names(self) -> list[str]:
+    return list(self._slot_names)
+
+  def variables(self) -> list[Variable]:
+    """The optimizer's variables: iterations, then slots in creation order."""
+    return list(self._weights)
+
+  @property
+  def weights(self) -> list[Variable]:
+    return list(self._weights)
+
+  def get_weights(self) -> list[np.ndarray]:
+    """`[iterations (int64), slot, slot, ...]`, as the reference returns."""
+    out = []
+    for w in self._weights:
+      value = np.asarray(w.numpy())
+      out.append(value.astype(np.int64) if w is self._iterations else value)
+    return out
+
+  def set_weights(self, weights: list[Any]) -> None:
+    """Loads a list from `get_weights` (ours or the reference's).
+
+    The length and every shape must match (the reference's messages); the
+    dtypes must convert without loss. Nothing is changed unless all match.
+    """
+    params = self._weights
+    weights = list(weights)
+    if len(params) != len(weights):
+      raise ValueError(
+          f"You called `set_weights(weights)` on optimizer {self._name} "
+          f"with a  weight list of length {len(weights)}, "
+          f"but the optimizer was expecting {len(params)} "
+          f"weights. Provided weights: {str(weights)[:50]}..."
+      )
+    staged = []
+    for p, w in zip(params, weights):
+      w = np.asarray(w)
+      if tuple(p.shape) != tuple(w.shape):
+        raise ValueError(
+            f"Optimizer weight shape {tuple(p.shape)} not compatible with "
+            f"provided weight shape {tuple(w.shape)}."
+        )
+      if p is self._iterations:
+        staged.append(_as_count(w, "weights[0] (iterations)"))
+      else:
+        staged.append(_as_slot_value(w, p))
+    for p, w in zip(params, staged):
+      p.assign(w)
+
+  def build(self, var_list: Any) -> None:
+    """Creates iterations and slots for `var_list` (Variables or a pytree)
+    now, so `set_weights` works before the first step."""
+    self.iterations  # noqa: B018
+    if self._use_momentum:
+      for key, leaf, name in self._slot_targets(var_list):
+        self._add_momentum_slot(key, leaf, name)
+
+  # -- steps ---------------------------------------------------------------------
+
+  def minimize(self, loss: Callable[[], Any], var_list: Any, grad_loss: Any = None,
+               name: str | None = None, tape: Any = None) -> Variable:
+    """Minimizes `loss` (a zero-argument callable) over `var_list`.
+
+    Returns:
+      The new step count (an object with `.numpy()`).
+    """
+    grads_and_vars = self._compute_gradients(loss, var_list, grad_loss, tape)
+    return self.apply_gradients(grads_and_vars, name=name)
+
+  def get_gradients(self, loss: Callable[[], Any], params: Any) -> list[Any]:
+    """Gradients of `loss` (a zero-argument callable) for `params`.
+
+    Raises:
+      ValueError: if some variable has no gradient (`loss` does not use it).
+    """
+    grads_and_vars = self._compute_gradients(loss, params, None, None)
+    for g, v in grads_and_vars:
+      if g is None:
+        raise ValueError(
+            f"Variable {v.name} has `None` for gradient. Please make sure "
+            "that all of your ops have a gradient defined (i.e. are "
+            "differentiable).")
+    return [g for g, _ in grads_and_vars]
+
+  def apply_gradients(self, grads_and_vars: Iterable[Any], name: str | None = None,
+                      experimental_aggregate_gradients: bool = True) -> Variable:
+    """Applies `(gradient, Variable)` pairs; `None` gradients are skipped.
+
+    Inside `shard_map`/`pmap`, pass `experimental_aggregate_gradients` as an
+    axis name to sum gradients across it before clipping (see the README).
+
+    Returns:
+      The new step count (an object with `.numpy()`).
+    """
+    del name
+    pairs = _filter_none(_check_pairs(grads_and_vars))
+    variables = [v for _, v in pairs]
+    grads = [g for g, _ in pairs]
+    for g, v in pairs:
+      _check_gradient(g, v.shape, v.dtype, f"variable '{v.name}'")
+    if self._use_momentum:
+      for v in variables:
+        self._add_momentum_slot(id(v), v, v.name)
+    slots = [self._slots[id(v)]["momentum"] for v in variables] \
+        if self._use_momentum else []
+    self._run(variables, grads, slots, experimental_aggregate_gradients)
+    return Variable(self.iterations.value(), name="iter", trainable=False)
+
+  def update(self, params: Any, grads: Any) -> Any:
+    """The pytree path: returns `params` updated with `grads` (same trees).
+
+    The optimizer's slots then follow `params`' leaves, in tree order, and
+    `get_weights()` lists them that way. One optimizer serves one pytree
+    structure; use another instance for another model.
+    """
+    treedef = jax.tree.structure(params)
+    if self._pytree is None:
+      if self._tracked:
+        raise ValueError("This optimizer already trains Variables; use a "
+                         "separate SGD instance for the pytree path.")
+      self._pytree = treedef
+    elif treedef != self._pytree:
+      raise ValueError(f"`params` has tree structure {treedef}, but this "
+                       f"optimizer was first used with {self._pytree}.")
+    grad_def = jax.tree.structure(grads, is_leaf=_sparse.is_indexed_slices)
+    if grad_def != treedef:
+      raise ValueError(f"`grads` has tree structure {grad_def}, which does not "
+                       f"match `params`' {treedef}.")
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    leaves = [leaf for _, leaf in paths]
+    grad_leaves = _sparse.tree_leaves_gradients(grads)
+    for (path, leaf), g in zip(paths, grad_leaves):
+      _check_gradient(g, jnp.shape(leaf), jnp.result_type(leaf),
+                      f"parameter {jax.tree_util.keystr(path)}")
+    targets = self._slot_targets(params)
+    if self._use_momentum:
+      for key, leaf, name in targets:
+        self._add_momentum_slot(key, leaf, name)
+    slots = [self._slots[k]["momentum"] for k, _, _ in targets] \
+        if self._use_momentum else []
+    holders = [Variable.tree_unflatten(("param", True), (jnp.asarray(x),))
+               for x in leaves]
+    self._run(holders, grad_leaves, slots, True)
+    return jax.tree.unflatten(treedef, [h.value() for h in holders])
+
+  # -- internals -----------------------------------------------------------------
+
+  def _slot_targets(self, var_list: Any):
+    if isinstance(var_list, (list, tuple)) and all(isinstance(v, Variable)
+                                                   for v in var_list):
+      return [(id(v), v, v.name) for v in var_list]
+    paths = jax.tree_util.tree_flatten_with_path(var_list)[0]
+    return [(("pytree", jax.tree_util.keystr(p)), leaf,
+             jax.tree_util.keystr(p) or "param") for p, leaf in paths]
+
+  def _add_momentum_slot(self, key: Any, leaf: Any, name: str) -> None:
+    _validation.check_float_leaves(leaf, f"Variable '{name}'")
+    self._create_slot(key, leaf, name, "momentum")
+
+  def _config(self, aggregate: Any) -> _step.StepConfig:
+    lr = self._hyper["learning_rate"]
+    return _step.StepConfig(
+        schedule=lr if _hyperparameters.is_schedule(lr) else None,
+        use_momentum=self._use_momentum,
+        nesterov=self._nesterov,
+        clipvalue=self._clipvalue,
+        clipnorm=self._clipnorm,
+        global_clipnorm=self._global_clipnorm,
+        decay=self._decay,
+        aggregate_axis=aggregate if isinstance(aggregate, (str, tuple)) else None,
+    )
+
+  def _run(self, variables: list[Any], grads: list[Any], slots: list[Variable],
+           aggregate: Any) -> None:
+    for v in variables:
+      _validation.check_float_leaves(v.value(), f"Variable '{v.name}'")
+    lr = _hyperparameters.read(self._hyper["learning_rate"])
+    lr_arg = jnp.zeros((), jnp.float32) if _hyperparameters.is_schedule(lr) else lr
+    momentum = _hyperparameters.read(self._hyper["momentum"]) \
+        if self._use_momentum else jnp.zeros((), jnp.float32)
+    step = self._steps.get(
+        self._config(aggregate),
+        donate_values=_step.sole_owner(variables),
+        donate_state=_step.sole_owner(slots + [self.iterations]),
+    )
+    new_values, new_velocities, new_count = step(
+        [v.value() for v in variables], grads, [s.value() for s in slots],
+        self.iterations.value(), lr_arg, momentum)
+    for v, x in zip(variables, new_values):
+      v._value = x
+    for s, x in zip(slots, new_velocities or []):
+      s._value = x
+    self.iterations._value = new_count
+
+  def _compute_gradients(self, loss, var_list, grad_loss, tape):
+    if not callable(loss):
+      if tape is None:
+        raise ValueError("`tape` is required when a `Tensor` loss is passed.")
+      raise TypeError(
+          "JAX cannot differentiate a loss value after it was computed: pass "
+          f"`loss` as a zero-argument callable. Received: {type(loss).__name__}.")
+    if callable(var_list):
+      variables = list(var_list())
+      if not variables:
+        loss()  # Let the loss create its variables, as Keras allows.
+        variables = list(var_list())
+    else:
+      variables = list(var_list)
+    for i, v in enumerate(variables):
+      if not isinstance(v, Variable):
+        raise TypeError(f"`var_list[{i}]` must be an optax_keras_sgd.Variable. "
+                        f"Received: {type(v).__name__}.")
+    from optax_keras_sgd._gradients import gradients_of_closure
+
+    grads = gradients_of_closure(loss, variables, grad_loss)
+    return list(zip(grads, variables))
+
+  def get_config(self) -> dict[str, Any]:
+    config: dict[str, Any] = {"name": self._name}
+    if self._clipnorm is not None:
+      config["clipnorm"] = self._clipnorm
+    if self._clipvalue is not None:
+      config["clipvalue"] = self._clipvalue
+    if self._global_clipnorm is not None:
+      config["global_clipnorm"] = self._global_clipnorm
+    config.update({
+        "learning_rate": _hyperparameters.serialize(self._hyper["learning_rate"]),
+        "decay": self._decay,
+        "momentum": _hyperparameters.serialize(self._hyper["momentum"]),
+        "nesterov": self._nesterov,
+    })
+    return config
+
+  @classmethod
+  def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> SGD:
+    from optax_keras_sgd._config import optimizer_kwargs_from_config
+
+    return cls(**optimizer_kwargs_from_config(config, custom_objects))
+
+  def compiled_count(self) -> int:
+    """How many step programs this optimizer has compiled so far."""
+    return self._steps.compiled_count()
+
+  def __repr__(self) -> str:
+    return f"<optax_keras_sgd.SGD name={self._name!r} iterations={int(self.iterations)}>"
+
+
+def _as_count(value: Any, what: str) -> jax.Array:
+  value = np.asarray(value)
+  if value.shape != () or not np.issubdtype(value.dtype, np.integer) or not (
+      0 <= int(value) <= np.iinfo(np.int32).max):
+    raise ValueError(f"`{what}` must be a non-negative integer scalar below 2**31. "
+                     f"Received: {value!r}.")
+  return jnp.asarray(value, jnp.int32)
+
+
+def _as_slot_value(value: np.ndarray, slot: Variable) -> jax.Array:
+  if not (np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16"
+          or np.issubdtype(value.dtype, np.integer)):
+    raise TypeError(f"Cannot load a weight of dtype {value.dtype} into slot "
+                    f"'{slot.name}' of dtype {slot.dtype}.")
+  return jnp.asarray(value).astype(slot.dtype)
+
+
+def _check_pairs(grads_and_vars: Iterable[Any]) -> list[tuple[Any, Variable]]:
+  try:
+    pairs = list(grads_and_vars)
+  except TypeError:
+    raise TypeError("`grads_and_vars` must be an iterable of (gradient, Variable) "
+                    f"pairs. Received: {type(grads_and_vars).__name__}.") from None
+  for i, pair in enumerate(pairs):
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+      raise TypeError(f"`grads_and_vars[{i}]` must be a (gradient, Variable) "
+                      f"pair. Received: {pair!r:.80}.")
+    if not isinstance(pair[1], Variable):
+      raise TypeError(f"`grads_and_vars[{i}][1]` must be an "
+                      f"optax_keras_sgd.Variable. Received: "
+                      f"{type(pair[1]).__name__}.")
+  seen = set()
+  for _, v in pairs:
+    if id(v) in seen:
+      raise ValueError(f"Variable '{v.name}' appears more than once in "
+                       "`grads_and_vars`.")
+    seen.add(id(v))
+  return [tuple(p) for p in pairs]
+
+
+def _filter_none(pairs: list[tuple[Any, Variable]]) -> list[tuple[Any, Variable]]:
+  kept = [(g, v) for g, v in pairs if g is not None]
+  if not kept:
+    names = ([v.name for _, v in pairs],)
+    raise ValueError(f"No gradients provided for any variable: {names}. "
+                     f"Provided `grads_and_vars` is {tuple(pairs)!r:.200}.")
+  missing = [v.name for g, v in pairs if g is None]
+  if missing:
+    warnings.warn(f"Gradients do not exist for variables {missing} when "
+                  "minimizing the loss.", stacklevel=3)
+  return kept
+
+
+def _check_gradient(g: Any, shape: tuple[int, ...], dtype: Any, what: str) -> None:
+  g_shape = tuple(g.dense_shape) if isinstance(g, _sparse.IndexedSlices) \
+      else tuple(jnp.shape(g))
+  if g_shape != tuple(shape):
+    raise ValueError(f"The gradient for {what} has shape {g_shape}, but the "
+                     f"{what.split()[0]} has shape {tuple(shape)}.")
+  g_dtype = g.dtype if hasattr(g, "dtype") else jnp.result_type(g)
+  if jnp.dtype(g_dtype) != jnp.dtype(dtype):
+    raise TypeError(f"The gradient for {what} has dtype {jnp.dtype(g_dtype)}, "
+                    f"but the {what.split()[0]} has dtype {jnp.dtype(dtype)}.")

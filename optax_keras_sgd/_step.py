@@ -1,0 +1,86 @@
+"""The compiled step behind the facade: the functional core over flat lists.
+
+The facade keeps its state (values, velocities, the step count) in Python
+objects; this module turns one step over them into a single `jax.jit` call,
+cached per structural configuration. Numbers that change between steps
+(learning rate, momentum) are arguments, so changing them never recompiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+
+from optax_keras_sgd import _alias, _sparse, _state
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  """Everything that shapes the compiled program (hashable, static)."""
+
+  schedule: Callable[[Any], Any] | None
+  use_momentum: bool
+  nesterov: bool
+  clipvalue: float | None
+  clipnorm: float | None
+  global_clipnorm: float | None
+  decay: float
+  aggregate_axis: Any = None
+
+
+def _step(config: StepConfig, values, grads, velocities, count, lr, momentum):
+  if config.aggregate_axis is not None:
+    grads = jax.lax.psum(grads, config.aggregate_axis)
+  tx = _alias.sgd(
+      config.schedule if config.schedule is not None else lr,
+      momentum if config.use_momentum else 0.0,
+      config.nesterov,
+      clipvalue=config.clipvalue,
+      clipnorm=config.clipnorm,
+      global_clipnorm=config.global_clipnorm,
+      decay=config.decay,
+  )
+  state = tx.init(values)
+  state = optax.tree.set(state, count=count)
+  if config.use_momentum:
+    state = optax.tree.set(state, velocity=velocities)
+  updates, state = tx.update(grads, state, values)
+  new_values = _sparse.apply_updates(values, updates)
+  return new_values, _state.velocity(state), _state.iterations(state)
+
+
+class CompiledSteps:
+  """One jitted step per `StepConfig`, with and without buffer donation."""
+
+  def __init__(self):
+    self._cache: dict[tuple[StepConfig, bool, bool], Callable[..., Any]] = {}
+
+  def get(self, config: StepConfig, donate_values: bool,
+          donate_state: bool) -> Callable[..., Any]:
+    """The step for `config`; donating the values (argument 0) and the
+    velocities and count (arguments 2 and 3) as asked."""
+    key = (config, donate_values, donate_state)
+    if key not in self._cache:
+      donate = ((0,) if donate_values else ()) + ((2, 3) if donate_state else ())
+      fn = lambda *args: _step(config, *args)  # noqa: E731
+      self._cache[key] = jax.jit(fn, donate_argnums=donate)
+    return self._cache[key]
+
+  def compiled_count(self) -> int:
+    """How many programs have been compiled, over all configs and shapes."""
+    return sum(fn._cache_size() for fn in self._cache.values())
+
+
+def sole_owner(variables: list[Any]) -> bool:
+  """True when each Variable's array is referenced by that Variable alone, so
+  donating its buffer cannot invalidate an array a user still holds (such as
+  `val0 = var.value()` in the Keras examples). `sys.getrefcount` counts the
+  attribute and its own argument."""
+  if not hasattr(sys, "getrefcount"):
+    return False
+  return all(sys.getrefcount(v._value) <= 2 for v in variables)

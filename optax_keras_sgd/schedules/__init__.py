@@ -1,0 +1,28 @@
+"""Keras 2 learning-rate schedules for JAX (`tf_keras.optimizers.schedules`).
+
+Each schedule is a callable of the step that traces under `jax.jit`, so it
+is also an optax schedule. `serialize`/`deserialize` read and write the
+reference's dict format, so configs move between TensorFlow and JAX.
+"""
+
+from optax_keras_sgd.schedules._base import LearningRateSchedule
+from optax_keras_sgd.schedules._base import deserialize
+from optax_keras_sgd.schedules._base import serialize
+from optax_keras_sgd.schedules._decays import CosineDecay
+from optax_keras_sgd.schedules._decays import CosineDecayRestarts
+from optax_keras_sgd.schedules._decays import ExponentialDecay
+from optax_keras_sgd.schedules._decays import InverseTimeDecay
+from optax_keras_sgd.schedules._decays import PiecewiseConstantDecay
+from optax_keras_sgd.schedules._decays import PolynomialDecay
+
+__all__ = (
+    "CosineDecay",
+    "CosineDecayRestarts",
+    "ExponentialDecay",
+    "InverseTimeDecay",
+    "LearningRateSchedule",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "deserialize",
+    "serialize",
+)
