@@ -4,6 +4,10 @@ import optax_keras_sgd as oks
 
 EXPECTED = {
     "IndexedSlices",
+    "SGD",
+    "Variable",
+    "apply_updates",
+    "schedules",
     "ScaleByLearningRateState",
     "TraceState",
     "clip_by_global_norm",
@@ -27,7 +31,15 @@ def test_all_is_sorted_and_complete():
 
 def test_no_other_public_names():
   public = {n for n in dir(oks) if not n.startswith("_")}
-  assert public - set(oks.__all__) <= {"schedules"}
+  assert public == set(oks.__all__)
+
+
+def test_schedules_surface():
+  assert list(oks.schedules.__all__) == sorted(oks.schedules.__all__)
+  assert set(oks.schedules.__all__) == {
+      "CosineDecay", "CosineDecayRestarts", "ExponentialDecay",
+      "InverseTimeDecay", "LearningRateSchedule", "PiecewiseConstantDecay",
+      "PolynomialDecay", "deserialize", "serialize"}
 
 
 def test_version():

@@ -50,7 +50,7 @@ class ExponentialDecay(LearningRateSchedule):
 
   Examples:
     >>> from optax_keras_sgd.schedules import ExponentialDecay
-    >>> float(ExponentialDecay(0.1, 10, 0.5)(20))
+    >>> round(float(ExponentialDecay(0.1, 10, 0.5)(20)), 6)
     0.025
   """
 
@@ -84,7 +84,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
   Examples:
     >>> from optax_keras_sgd.schedules import PiecewiseConstantDecay
     >>> s = PiecewiseConstantDecay([1, 3], [1.0, 0.5, 0.1])
-    >>> [float(s(t)) for t in range(5)]
+    >>> [round(float(s(t)), 6) for t in range(5)]
     [1.0, 1.0, 0.5, 0.5, 0.1]
   """
 
@@ -264,7 +264,7 @@ class CosineDecayRestarts(LearningRateSchedule):
     >>> from optax_keras_sgd.schedules import CosineDecayRestarts
     >>> s = CosineDecayRestarts(0.1, 4, t_mul=2.0, m_mul=0.5, alpha=0.01)
     >>> round(float(s(4)), 6)  # first restart, at half the peak
-    0.050495
+    0.0505
   """
 
   def __init__(self, initial_learning_rate: float, first_decay_steps: float,

@@ -1,0 +1,256 @@
+"""The facade's own behaviour: compilation, failure safety, pytrees, errors."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import numpy_rule
+from optax_keras_sgd import SGD, Variable, schedules
+
+
+def test_seed_examples():
+  opt = SGD(learning_rate=0.1)
+  var = Variable(1.0)
+  loss = lambda: (var**2) / 2.0  # noqa: E731
+  assert opt.minimize(loss, [var]).numpy() == 1
+  assert var.numpy() == np.float32(0.9)
+
+  opt = SGD(learning_rate=0.1, momentum=0.9)
+  var = Variable(1.0)
+  val0 = var.value()
+  opt.minimize(loss, [var])
+  val1 = var.value()
+  assert (val0 - val1) == np.float32(0.100000024)
+  opt.minimize(loss, [var])
+  val2 = var.value()
+  assert np.float32(val1 - val2) == np.float32(0.18)
+
+
+def test_one_compile_for_changing_hyperparameters_and_callables():
+  w = [Variable(jnp.ones(8)), Variable(jnp.ones((2, 3)))]
+  values = iter([0.1, 0.2, 0.3, 0.4, 0.5])
+  opt = SGD(learning_rate=lambda: next(values), momentum=0.9)
+  for i in range(5):
+    opt.apply_gradients([(jnp.ones(8), w[0]), (jnp.ones((2, 3)), w[1])])
+    opt.momentum = 0.5 + i / 10
+  assert opt.compiled_count() == 1
+  opt.learning_rate = 0.01
+  opt.apply_gradients([(jnp.ones(8), w[0]), (jnp.ones((2, 3)), w[1])])
+  assert opt.compiled_count() == 1
+
+
+def test_arrays_the_user_holds_are_never_donated():
+  w = Variable(jnp.ones(16))
+  opt = SGD(0.1, momentum=0.9)
+  held = w.value()
+  opt.apply_gradients([(jnp.ones(16), w)])
+  slot_value = opt.get_slot(w, "momentum").value()
+  opt.apply_gradients([(jnp.ones(16), w)])
+  assert not held.is_deleted() and not slot_value.is_deleted()
+  np.testing.assert_array_equal(held, np.ones(16))
+  np.testing.assert_allclose(slot_value, np.full(16, -0.1), rtol=1e-6)
+
+
+def test_buffers_owned_by_the_optimizer_are_donated():
+  w = Variable(jnp.ones(16))
+  opt = SGD(0.1, momentum=0.9)
+  for _ in range(3):
+    opt.apply_gradients([(jnp.ones(16), w)])
+  donating = [(key, fn) for key, fn in opt._steps._cache.items()
+              if key[1] and key[2]]
+  assert donating, "the steady-state step did not use the donating program"
+  (_, fn), = donating
+  lowered = fn.lower([w.value()], [jnp.ones(16)],
+                     [opt.get_slot(w, "momentum").value()],
+                     opt.iterations.value(), jnp.float32(0.1), jnp.float32(0.9))
+  assert "input_output_alias" in lowered.compile().as_text()
+
+
+def test_exception_in_loss_leaves_everything_unchanged():
+  w = Variable(jnp.array([1.0, 2.0]))
+  opt = SGD(0.1, momentum=0.9)
+  opt.minimize(lambda: jnp.sum(w**2), [w])
+  snapshot = [x.copy() for x in opt.get_weights()], w.numpy().copy()
+
+  def bad_loss():
+    _ = jnp.sum(w**2)
+    raise RuntimeError("boom")
+
+  with pytest.raises(RuntimeError, match="boom"):
+    opt.minimize(bad_loss, [w])
+  assert not isinstance(w._value, jax.core.Tracer)
+  np.testing.assert_array_equal(w.numpy(), snapshot[1])
+  for a, b in zip(opt.get_weights(), snapshot[0]):
+    np.testing.assert_array_equal(a, b)
+  opt.minimize(lambda: jnp.sum(w**2), [w])  # still usable
+  assert int(opt.iterations) == 2
+
+
+def test_shape_error_leaves_state_unchanged():
+  w = Variable(jnp.ones(3), name="w")
+  opt = SGD(0.1, momentum=0.9)
+  opt.apply_gradients([(jnp.ones(3), w)])
+  before = opt.get_weights(), w.numpy()
+  with pytest.raises(ValueError, match=re.escape(
+      "The gradient for variable 'w' has shape (4,), but the variable has shape (3,)")):
+    opt.apply_gradients([(jnp.ones(4), w)])
+  np.testing.assert_array_equal(w.numpy(), before[1])
+  assert int(opt.iterations) == 1
+
+
+def test_loss_reads_current_values_of_other_variables():
+  w, scale = Variable(1.0), Variable(1.0)
+  opt = SGD(1.0)
+  loss = lambda: scale * w  # noqa: E731  d/dw = scale
+  opt.minimize(loss, [w])
+  assert float(w.numpy()) == 0.0
+  scale.assign(3.0)
+  opt.minimize(loss, [w])
+  assert float(w.numpy()) == -3.0
+
+
+def test_unused_variable_gets_no_gradient_and_no_slot():
+  used, unused = Variable(1.0, name="used"), Variable(1.0, name="unused")
+  opt = SGD(0.1, momentum=0.9)
+  with pytest.warns(UserWarning, match=r"\['unused'\]"):
+    opt.minimize(lambda: used * 2.0, [used, unused])
+  assert len(opt.get_weights()) == 2
+  with pytest.raises(ValueError, match="No gradients provided for any variable"):
+    opt.minimize(lambda: used * 2.0, [unused])
+
+
+def test_var_list_callable_and_grad_loss():
+  w = Variable(jnp.array([1.0, 2.0]))
+  opt = SGD(1.0)
+  opt.minimize(lambda: w * 1.0, lambda: [w], grad_loss=jnp.array([0.5, 2.0]))
+  np.testing.assert_array_equal(w.numpy(), [0.5, 0.0])
+
+
+def test_tensor_loss_needs_tape():
+  with pytest.raises(ValueError, match="`tape` is required when a `Tensor` loss"):
+    SGD().minimize(jnp.float32(1.0), [Variable(1.0)])
+
+
+def test_get_gradients():
+  w = Variable(jnp.array([1.0, 2.0]))
+  grads = SGD().get_gradients(lambda: jnp.sum(w**2), [w])
+  np.testing.assert_array_equal(grads[0], [2.0, 4.0])
+  with pytest.raises(ValueError, match="has `None` for gradient"):
+    SGD().get_gradients(lambda: jnp.float32(1.0), [w])
+
+
+def test_pytree_path_matches_numpy_rule():
+  rng = np.random.default_rng(0)
+  params = {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=2), jnp.float32)}
+  opt = SGD(0.05, momentum=0.9, nesterov=True, decay=0.01)
+  grad_steps = [{k: jnp.asarray(rng.normal(size=v.shape), jnp.float32)
+                 for k, v in params.items()} for _ in range(10)]
+  p = params
+  for g in grad_steps:
+    p = opt.update(p, g)
+  leaves = lambda t: [np.asarray(t["b"]), np.asarray(t["w"])]  # noqa: E731
+  expected = numpy_rule.run(leaves(params), [leaves(g) for g in grad_steps],
+                            learning_rate=0.05, momentum=0.9, nesterov=True,
+                            decay=0.01)[-1]
+  for a, b in zip(leaves(p), expected):
+    np.testing.assert_array_equal(a, b)
+  assert [w.shape for w in opt.get_weights()] == [(), (2,), (3, 2)]
+  assert opt.compiled_count() == 1
+  with pytest.raises(ValueError, match="tree structure"):
+    opt.update({"w": params["w"]}, {"w": params["w"]})
+
+
+def test_set_weights_before_first_step_after_build():
+  w = Variable(jnp.zeros(2))
+  opt = SGD(0.1, momentum=0.9)
+  opt.build([w])
+  opt.set_weights([np.int64(7), np.array([0.5, -0.5], np.float32)])
+  opt.apply_gradients([(jnp.zeros(2), w)])
+  np.testing.assert_allclose(w.numpy(), [0.45, -0.45], rtol=1e-6)
+  assert int(opt.iterations) == 8
+
+
+def test_set_weights_rejects_bad_iterations_without_changing_anything():
+  w = Variable(jnp.zeros(2))
+  opt = SGD(0.1, momentum=0.9)
+  opt.build([w])
+  with pytest.raises(ValueError, match="iterations"):
+    opt.set_weights([np.float32(1.5), np.ones(2, np.float32)])
+  np.testing.assert_array_equal(opt.get_weights()[1], np.zeros(2))
+
+
+def test_integer_variable_is_named():
+  steps = Variable(jnp.ones(2, jnp.int32), name="steps")
+  with pytest.raises(TypeError, match="'steps'"):
+    SGD(0.1).apply_gradients([(jnp.ones(2, jnp.int32), steps)])
+
+
+def test_malformed_pairs():
+  w = Variable(1.0)
+  with pytest.raises(TypeError, match=r"`grads_and_vars\[0\]` must be a"):
+    SGD().apply_gradients([w])
+  with pytest.raises(TypeError, match=r"`grads_and_vars\[0\]\[1\]` must be an "
+                     r"optax_keras_sgd.Variable. Received: ArrayImpl"):
+    SGD().apply_gradients([(jnp.ones(()), jnp.ones(()))])
+
+
+def test_unknown_kwarg_lists_allowed():
+  with pytest.raises(TypeError, match="Unexpected keyword argument passed to "
+                     "optimizer: foo. Allowed kwargs are"):
+    SGD(foo=1)
+
+
+@pytest.mark.parametrize("key", ["clipnorm", "clipvalue", "global_clipnorm",
+                                 "decay", "lr"])
+def test_negative_kwargs(key):
+  with pytest.raises(ValueError, match=f"Expected {key} >= 0, received: -1"):
+    SGD(**{key: -1})
+
+
+def test_lr_alias_warns_and_is_the_learning_rate():
+  with pytest.warns(UserWarning, match="`lr` argument is deprecated"):
+    opt = SGD(lr=0.5)
+  assert float(opt.learning_rate) == 0.5 and opt.lr is opt.learning_rate
+
+
+def test_config_roundtrip_through_json_with_schedule():
+  opt = SGD(schedules.ExponentialDecay(0.1, 10, 0.5), momentum=0.9, clipnorm=1.0)
+  config = json.loads(json.dumps(opt.get_config()))
+  again = SGD.from_config(config)
+  assert again.get_config() == opt.get_config()
+  assert isinstance(again.learning_rate, schedules.ExponentialDecay)
+
+
+def test_unserializable_schedule_is_a_clear_error():
+  opt = SGD(lambda step: 0.1 / (1 + step))
+  with pytest.raises(ValueError, match="Cannot serialize the schedule"):
+    opt.get_config()
+
+
+def test_callable_hyperparameter_serialised_as_current_value():
+  assert SGD(lambda: 0.3, momentum=lambda: 0.5).get_config()["learning_rate"] == 0.3
+
+
+def test_from_config_rejects_unknown_keys():
+  with pytest.raises(ValueError, match=r"Unknown keys in SGD config: \['foo'\]"):
+    SGD.from_config({"name": "SGD", "learning_rate": 0.1, "foo": 1})
+
+
+def test_variable_behaves_like_an_array():
+  v = Variable(jnp.array([1.0, 2.0]), name="v")
+  assert v.shape == (2,) and v.dtype == jnp.float32 and v.name == "v"
+  np.testing.assert_array_equal(jnp.sin(v), jnp.sin(v.value()))
+  np.testing.assert_array_equal(2.0 * v + v @ v, 2.0 * v.value() + 5.0)
+  np.testing.assert_array_equal(np.asarray(v), [1.0, 2.0])
+  v.assign_add(jnp.ones(2))
+  np.testing.assert_array_equal(v.numpy(), [2.0, 3.0])
+  with pytest.raises(ValueError, match="Cannot assign a value of shape"):
+    v.assign(jnp.ones(3))
+  assert jax.grad(lambda x: jnp.sum(x**2))(v).shape == (2,)

@@ -1,0 +1,191 @@
+"""The `SGD` facade against the real `tf_keras.optimizers.legacy.SGD`."""
+
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import reference
+from optax_keras_sgd import SGD, Variable
+
+tf = reference.tf
+keras_sgd = reference.tf_keras.optimizers.legacy.SGD
+
+
+def _seq(seed=0):
+  """Gradients for 3 variables over 8 steps, some None, one variable late."""
+  rng = np.random.default_rng(seed)
+  shapes = [(4,), (2, 3), ()]
+  params = [rng.normal(size=s).astype(np.float32) for s in shapes]
+  steps = []
+  for t in range(8):
+    grads = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    if t < 3:
+      grads[2] = None  # appears late: its slot is created at step 3
+    if t == 5:
+      grads[0] = None
+    steps.append(grads)
+  return params, steps
+
+
+def _run_both(config, params, steps):
+  tf_vars = [tf.Variable(p, name=f"w{i}") for i, p in enumerate(params)]
+  our_vars = [Variable(p, name=f"w{i}") for i, p in enumerate(params)]
+  tf_opt, our_opt = keras_sgd(**config), SGD(**config)
+  for grads in steps:
+    present = [i for i, g in enumerate(grads) if g is not None]
+    tf_opt.apply_gradients([(tf.constant(grads[i]), tf_vars[i]) for i in present])
+    with pytest.warns(UserWarning) if len(present) < 3 else _nothing():
+      our_opt.apply_gradients(
+          [(None if g is None else jnp.asarray(g), v) for g, v in zip(grads, our_vars)]
+      )
+    for a, b in zip(tf_vars, our_vars):
+      np.testing.assert_array_equal(a.numpy(), b.numpy())
+  return tf_opt, our_opt, tf_vars, our_vars
+
+
+class _nothing:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *args):
+    return False
+
+
+CONFIGS = [
+    dict(learning_rate=0.1),
+    dict(learning_rate=0.05, momentum=0.9),
+    dict(learning_rate=0.05, momentum=0.9, nesterov=True, decay=0.01),
+    dict(learning_rate=0.1, momentum=0.5, clipvalue=0.3),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_trajectories_weights_slots_and_config(config):
+  params, steps = _seq()
+  tf_opt, our_opt, _, _ = _run_both(config, params, steps)
+  tf_w, our_w = tf_opt.get_weights(), our_opt.get_weights()
+  assert len(tf_w) == len(our_w)
+  for a, b in zip(tf_w, our_w):
+    assert a.shape == b.shape and a.dtype == b.dtype
+    np.testing.assert_array_equal(a, b)
+  assert our_opt.get_slot_names() == tf_opt.get_slot_names()
+  assert_same_config(our_opt.get_config(), tf_opt.get_config())
+  json.dumps(our_opt.get_config())
+
+
+def assert_same_config(ours, theirs):
+  """Same keys and values; numbers compared as the float32 both hold."""
+  assert list(ours) == list(theirs)
+  for key, value in theirs.items():
+    if isinstance(value, (float, np.floating)) and not isinstance(value, bool):
+      assert np.float32(ours[key]) == np.float32(value), key
+    else:
+      assert ours[key] == value, key
+
+
+@pytest.mark.parametrize("config", [dict(learning_rate=0.1, momentum=0.9),
+                                    dict(learning_rate=0.1, momentum=0.9,
+                                         nesterov=True, clipnorm=1.0)], ids=str)
+def test_norm_clipping_facade_agrees_to_rounding(config):
+  rng = np.random.default_rng(3)
+  params = [rng.normal(size=(5, 3)).astype(np.float32)]
+  tf_vars, our_vars = [tf.Variable(params[0])], [Variable(params[0])]
+  tf_opt, our_opt = keras_sgd(**config), SGD(**config)
+  for _ in range(6):
+    g = rng.normal(size=(5, 3)).astype(np.float32)
+    tf_opt.apply_gradients([(tf.constant(g), tf_vars[0])])
+    our_opt.apply_gradients([(jnp.asarray(g), our_vars[0])])
+  np.testing.assert_allclose(our_vars[0].numpy(), tf_vars[0].numpy(), rtol=1e-6,
+                             atol=1e-6)
+
+
+def test_loading_reference_weights_continues_like_reference():
+  params, steps = _seq(1)
+  config = dict(learning_rate=0.05, momentum=0.9, nesterov=True)
+  tf_opt, _, tf_vars, _ = _run_both(config, params, steps[:5])
+  # A fresh facade that is given the reference's weights and variable values.
+  our_vars = [Variable(v.numpy(), name=v.name.split(":")[0]) for v in tf_vars]
+  our_opt = SGD(**config)
+  our_opt.build(our_vars[:2] + [our_vars[2]])  # slot order as the reference's
+  assert [w.shape for w in our_opt.get_weights()] == \
+      [w.shape for w in tf_opt.get_weights()]
+  our_opt.set_weights(tf_opt.get_weights())
+  assert int(our_opt.iterations) == 5
+  rng = np.random.default_rng(9)
+  for _ in range(4):
+    grads = [rng.normal(size=v.shape).astype(np.float32) for v in tf_vars]
+    tf_opt.apply_gradients([(tf.constant(g), v) for g, v in zip(grads, tf_vars)])
+    our_opt.apply_gradients([(jnp.asarray(g), v) for g, v in zip(grads, our_vars)])
+  for a, b in zip(tf_vars, our_vars):
+    np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("momentum, expected", [(0.9, 3), (0.0, 1)])
+def test_dense_layer_weight_count(momentum, expected):
+  """SPEC section 2: Dense(10) on 20 inputs: 3 weights with momentum, 1 without."""
+  kernel, bias = Variable(jnp.ones((20, 10))), Variable(jnp.zeros(10))
+  x = jnp.arange(100.0).reshape(5, 20) / 100
+  opt = SGD(0.01, momentum=momentum)
+  opt.minimize(lambda: jnp.mean((x @ kernel + bias) ** 2), [kernel, bias])
+  weights = opt.get_weights()
+  assert len(weights) == expected
+  assert [w.shape for w in weights] == [(), (20, 10), (10,)][:expected]
+  assert weights[0].dtype == np.int64
+
+
+def test_set_weights_errors_match_reference_messages():
+  v = Variable(jnp.ones(2))
+  opt = SGD(0.1, momentum=0.9)
+  opt.apply_gradients([(jnp.ones(2), v)])
+  tf_v = tf.Variable(np.ones(2, np.float32))
+  tf_opt = keras_sgd(0.1, momentum=0.9)
+  tf_opt.apply_gradients([(tf.ones(2), tf_v)])
+  for bad in ([np.array(1)], [np.array(1), np.ones(3)]):
+    with pytest.raises(ValueError) as ours:
+      opt.set_weights(bad)
+    with pytest.raises(ValueError) as theirs:
+      tf_opt.set_weights(bad)
+    assert str(ours.value) == str(theirs.value)
+
+
+def test_schedule_learning_rate_in_facade_matches_reference():
+  from optax_keras_sgd import schedules
+
+  tf_s = reference.schedules().PiecewiseConstantDecay([1], [1.0, 0.1])
+  tf_v, v = tf.Variable(0.0), Variable(0.0)
+  tf_opt = keras_sgd(tf_s, momentum=0.9)
+  opt = SGD(schedules.PiecewiseConstantDecay([1], [1.0, 0.1]), momentum=0.9)
+  out = []
+  for _ in range(3):
+    tf_opt.apply_gradients([(tf.constant(1.0), tf_v)])
+    opt.apply_gradients([(jnp.float32(1.0), v)])
+    assert v.numpy() == tf_v.numpy()
+    out.append(float(v.numpy()))
+  np.testing.assert_allclose(out, [-1.0, -2.9, -4.71], rtol=1e-6)
+
+
+def test_hyperparameters_set_between_steps_match_reference():
+  tf_v, v = tf.Variable([1.0, -2.0]), Variable([1.0, -2.0])
+  tf_opt, opt = keras_sgd(0.1, momentum=0.9), SGD(0.1, momentum=0.9)
+  counter = {"n": 0}
+
+  def lr():
+    counter["n"] += 1
+    return 0.05 * counter["n"]
+
+  for i, (new_lr, new_m) in enumerate([(0.1, 0.9), (0.5, 0.5), (0.02, 0.0),
+                                       (0.3, 0.95)]):
+    tf_opt.learning_rate, tf_opt.momentum = new_lr, new_m
+    opt.learning_rate, opt.momentum = new_lr, new_m
+    if i == 3:
+      opt.lr = 0.3  # the alias
+    g = np.float32([0.5, -1.5]) * (i + 1)
+    tf_opt.apply_gradients([(tf.constant(g), tf_v)])
+    opt.apply_gradients([(jnp.asarray(g), v)])
+    np.testing.assert_array_equal(v.numpy(), tf_v.numpy())
+  assert opt.compiled_count() <= 2  # at most with and without donation
+  del lr
