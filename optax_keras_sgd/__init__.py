@@ -10,6 +10,9 @@ from optax_keras_sgd._learning_rate import ScaleByLearningRateState
 from optax_keras_sgd._learning_rate import scale_by_learning_rate
 from optax_keras_sgd._momentum import TraceState
 from optax_keras_sgd._momentum import trace
+from optax_keras_sgd._non_finite import SkipNonFiniteState
+from optax_keras_sgd._non_finite import skip_non_finite
+from optax_keras_sgd._non_finite import skipped_steps
 from optax_keras_sgd._optimizer import SGD
 from optax_keras_sgd._sparse import IndexedSlices
 from optax_keras_sgd._sparse import apply_updates
@@ -23,6 +26,7 @@ __all__ = (
     "IndexedSlices",
     "SGD",
     "ScaleByLearningRateState",
+    "SkipNonFiniteState",
     "TraceState",
     "Variable",
     "apply_updates",
@@ -34,6 +38,8 @@ __all__ = (
     "scale_by_learning_rate",
     "schedules",
     "sgd",
+    "skip_non_finite",
+    "skipped_steps",
     "trace",
     "velocity",
 )

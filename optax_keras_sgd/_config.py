@@ -7,7 +7,7 @@ from typing import Any
 from optax_keras_sgd import schedules
 
 CONFIG_KEYS = ("name", "learning_rate", "lr", "decay", "momentum", "nesterov",
-               "clipnorm", "clipvalue", "global_clipnorm")
+               "clipnorm", "clipvalue", "global_clipnorm", "skip_non_finite")
 
 
 def optimizer_kwargs_from_config(config: dict[str, Any],

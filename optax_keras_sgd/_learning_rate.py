@@ -87,6 +87,7 @@ def scale_by_learning_rate(
     _validation.check_float_leaves(updates, "The gradient")
     if params is not None:
       _validation.check_float_leaves(params, "The parameter")
+      _validation.check_gradients_match(updates, params)
     rates: dict[Any, jax.Array] = {}
 
     def rate(dtype):

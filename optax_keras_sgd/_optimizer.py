@@ -39,6 +39,10 @@ class SGD:
     momentum: a number in [0, 1], scalar array, or zero-argument callable.
     nesterov: whether to use Nesterov momentum.
     name: the optimizer's name.
+    skip_non_finite: not in Keras: when True, a step whose gradients are not
+      all finite changes nothing (variables, slots, `iterations`) and is
+      counted in `skipped_steps`. Keras's behaviour (NaN propagates) is the
+      default.
     **kwargs: `clipvalue`, `clipnorm`, `global_clipnorm`, `decay`, or `lr`
       (a deprecated alias of `learning_rate`), as in Keras.
 
@@ -60,7 +64,8 @@ class SGD:
   """
 
   def __init__(self, learning_rate: Any = 0.01, momentum: Any = 0.0,
-               nesterov: bool = False, name: str = "SGD", **kwargs: Any):
+               nesterov: bool = False, name: str = "SGD", *,
+               skip_non_finite: bool = False, **kwargs: Any):
     for key, value in kwargs.items():
       if key not in ALLOWED_KWARGS:
         raise TypeError(
@@ -77,6 +82,7 @@ class SGD:
     if not _hyperparameters.is_zero_argument_callable(momentum):
       _validation.check_momentum(momentum)
     _validation.check_bool("nesterov", nesterov)
+    _validation.check_bool("skip_non_finite", skip_non_finite)
     _validation.check_clip_exclusive(kwargs.get("clipnorm"),
                                      kwargs.get("global_clipnorm"))
     self._name = name
@@ -85,6 +91,9 @@ class SGD:
     self._clipnorm = kwargs.get("clipnorm")
     self._global_clipnorm = kwargs.get("global_clipnorm")
     self._nesterov = bool(nesterov)
+    self._skip_non_finite = bool(skip_non_finite)
+    self._skipped = Variable(jnp.zeros((), jnp.int32), name="skipped",
+                             trainable=False)
     # Keras decides once whether momentum slots exist.
     self._use_momentum = _momentum.has_velocity(
         momentum if not callable(momentum) else jnp.zeros(()))
@@ -173,6 +182,11 @@ class SGD:
   @property
   def name(self) -> str:
     return self._name
+
+  @property
+  def skipped_steps(self) -> int:
+    """Steps skipped for non-finite gradients (with `skip_non_finite=True`)."""
+    return int(self._skipped)
 
   # -- weights -------------------------------------------------------------------
 
@@ -396,6 +410,7 @@ class SGD:
         clipnorm=self._clipnorm,
         global_clipnorm=self._global_clipnorm,
         decay=self._decay,
+        skip_non_finite=self._skip_non_finite,
         aggregate_axis=aggregate if isinstance(aggregate, (str, tuple)) else None,
     )
 
@@ -410,16 +425,17 @@ class SGD:
     step = self._steps.get(
         self._config(aggregate),
         donate_values=_step.sole_owner(variables),
-        donate_state=_step.sole_owner(slots + [self.iterations]),
+        donate_state=_step.sole_owner(slots + [self.iterations, self._skipped]),
     )
-    new_values, new_velocities, new_count = step(
+    new_values, new_velocities, new_count, skipped = step(
         [v.value() for v in variables], grads, [s.value() for s in slots],
-        self.iterations.value(), lr_arg, momentum)
+        self.iterations.value(), self._skipped.value(), lr_arg, momentum)
     for v, x in zip(variables, new_values):
       v._value = x
     for s, x in zip(slots, new_velocities or []):
       s._value = x
     self.iterations._value = new_count
+    self._skipped._value = skipped
 
   def _compute_gradients(self, loss, var_list, grad_loss, tape):
     if not callable(loss):
@@ -458,6 +474,8 @@ class SGD:
         "momentum": _hyperparameters.serialize(self._hyper["momentum"]),
         "nesterov": self._nesterov,
     })
+    if self._skip_non_finite:
+      config["skip_non_finite"] = True
     return config
 
   @classmethod

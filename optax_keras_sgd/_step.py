@@ -16,7 +16,7 @@ from typing import Any
 import jax
 import optax
 
-from optax_keras_sgd import _alias, _sparse, _state
+from optax_keras_sgd import _alias, _non_finite, _sparse, _state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +30,12 @@ class StepConfig:
   clipnorm: float | None
   global_clipnorm: float | None
   decay: float
+  skip_non_finite: bool = False
   aggregate_axis: Any = None
 
 
-def _step(config: StepConfig, values, grads, velocities, count, lr, momentum):
+def _step(config: StepConfig, values, grads, velocities, count, skipped, lr,
+          momentum):
   if config.aggregate_axis is not None:
     grads = jax.lax.psum(grads, config.aggregate_axis)
   tx = _alias.sgd(
@@ -45,13 +47,19 @@ def _step(config: StepConfig, values, grads, velocities, count, lr, momentum):
       global_clipnorm=config.global_clipnorm,
       decay=config.decay,
   )
+  if config.skip_non_finite:
+    tx = _non_finite.skip_non_finite(tx)
   state = tx.init(values)
   state = optax.tree.set(state, count=count)
   if config.use_momentum:
     state = optax.tree.set(state, velocity=velocities)
+  if config.skip_non_finite:
+    state = optax.tree.set(state, skipped=skipped)
   updates, state = tx.update(grads, state, values)
   new_values = _sparse.apply_updates(values, updates)
-  return new_values, _state.velocity(state), _state.iterations(state)
+  if config.skip_non_finite:
+    skipped = _non_finite.skipped_steps(state)
+  return new_values, _state.velocity(state), _state.iterations(state), skipped
 
 
 class CompiledSteps:
@@ -63,10 +71,10 @@ class CompiledSteps:
   def get(self, config: StepConfig, donate_values: bool,
           donate_state: bool) -> Callable[..., Any]:
     """The step for `config`; donating the values (argument 0) and the
-    velocities and count (arguments 2 and 3) as asked."""
+    velocities and counters (arguments 2 to 4) as asked."""
     key = (config, donate_values, donate_state)
     if key not in self._cache:
-      donate = ((0,) if donate_values else ()) + ((2, 3) if donate_state else ())
+      donate = ((0,) if donate_values else ()) + ((2, 3, 4) if donate_state else ())
       fn = lambda *args: _step(config, *args)  # noqa: E731
       self._cache[key] = jax.jit(fn, donate_argnums=donate)
     return self._cache[key]

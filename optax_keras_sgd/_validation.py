@@ -119,3 +119,31 @@ def check_float_leaves(tree: Any, what: str) -> None:
           f"{dtype}; SGD updates floating-point (float16, bfloat16, float32, "
           "float64) or complex arrays only."
       )
+
+
+def check_gradients_match(updates: Any, params: Any) -> None:
+  """Gradients must have the structure, shapes and dtypes of the params.
+
+  Raises:
+    ValueError: naming the first leaf path whose structure or shape differs.
+    TypeError: naming the first leaf path whose dtype differs.
+  """
+  from optax_keras_sgd._sparse import IndexedSlices, is_indexed_slices
+
+  g_leaves, g_def = jax.tree_util.tree_flatten_with_path(
+      updates, is_leaf=is_indexed_slices)
+  p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
+  if g_def != p_def:
+    raise ValueError(
+        "The gradients and the params have different tree structures. "
+        f"Gradients: {g_def}; params: {p_def}.")
+  for (path, g), (_, p) in zip(g_leaves, p_leaves):
+    where = jax.tree_util.keystr(path) or "<root>"
+    g_shape = g.dense_shape if isinstance(g, IndexedSlices) else np.shape(g)
+    if tuple(g_shape) != tuple(np.shape(p)):
+      raise ValueError(f"The gradient at {where} has shape {tuple(g_shape)}, but "
+                       f"the parameter has shape {tuple(np.shape(p))}.")
+    g_dtype, p_dtype = jax.numpy.result_type(g.dtype), jax.numpy.result_type(p)
+    if g_dtype != p_dtype:
+      raise TypeError(f"The gradient at {where} has dtype {g_dtype}, but the "
+                      f"parameter has dtype {p_dtype}. Cast one to the other.")

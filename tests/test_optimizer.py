@@ -68,7 +68,8 @@ def test_buffers_owned_by_the_optimizer_are_donated():
   (_, fn), = donating
   lowered = fn.lower([w.value()], [jnp.ones(16)],
                      [opt.get_slot(w, "momentum").value()],
-                     opt.iterations.value(), jnp.float32(0.1), jnp.float32(0.9))
+                     opt.iterations.value(), jnp.int32(0), jnp.float32(0.1),
+                     jnp.float32(0.9))
   assert "input_output_alias" in lowered.compile().as_text()
 
 

@@ -5,6 +5,9 @@ import optax_keras_sgd as oks
 EXPECTED = {
     "IndexedSlices",
     "SGD",
+    "SkipNonFiniteState",
+    "skip_non_finite",
+    "skipped_steps",
     "Variable",
     "apply_updates",
     "schedules",
