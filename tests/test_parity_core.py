@@ -191,3 +191,12 @@ def test_non_finite_gradients_propagate_like_reference(config):
     ref, _ = reference.run(params, grads, learning_rate=0.1, momentum=0.9, **config)
     ours = run_sgd(params, grads, learning_rate=0.1, momentum=0.9, **config)
   assert_trajectories(ours, ref)
+
+
+def test_subnormals_are_flushed_to_zero_like_the_reference():
+  """TensorFlow's CPU kernels and XLA both flush subnormals."""
+  params, grads = [np.float32(1.3e-43), np.ones(())], [[np.zeros(()), np.full((), 1e-39)]]
+  ref, _ = reference.run(params, grads, learning_rate=1.0)
+  ours = run_sgd(params, grads, learning_rate=1.0)
+  assert_trajectories(ours, ref)
+  assert float(ref[0][0]) == 0.0
