@@ -16,6 +16,7 @@ from optax_keras_sgd._non_finite import skipped_steps
 from optax_keras_sgd._optimizer import SGD
 from optax_keras_sgd._sparse import IndexedSlices
 from optax_keras_sgd._sparse import apply_updates
+from optax_keras_sgd._sparse import embedding_gradient
 from optax_keras_sgd._state import iterations
 from optax_keras_sgd._state import velocity
 from optax_keras_sgd._variable import Variable
@@ -33,6 +34,7 @@ __all__ = (
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",
+    "embedding_gradient",
     "global_norm",
     "iterations",
     "scale_by_learning_rate",

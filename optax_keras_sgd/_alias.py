@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from optax_keras_sgd import _clipping, _learning_rate, _momentum, _validation
+from optax_keras_sgd import _clipping, _learning_rate, _momentum, _sparse, _validation
 
 
 def sgd(
@@ -74,6 +74,8 @@ def sgd(
     blocks.append(_clipping.clip_by_norm(clipnorm))
   if global_clipnorm is not None:
     blocks.append(_clipping.clip_by_global_norm(global_clipnorm))
+  if _momentum.has_velocity(momentum):
+    blocks.append(_sparse.sum_duplicate_indices())
   blocks.append(_learning_rate.scale_by_learning_rate(learning_rate, decay))
   blocks.append(_momentum.trace(momentum, nesterov))
   return optax.chain(*blocks)

@@ -30,7 +30,7 @@ def _sparse_trace(g, v, m, nesterov):
   v_rows = _numerics.rounded(m * v_rows) + rows.values
   out = _numerics.rounded(m * v_rows) + rows.values if nesterov else v_rows
   new_v = v.at[rows.indices].set(v_rows, mode="drop")
-  return _sparse.IndexedSlices.unchecked(out, rows.indices, g.dense_shape), new_v
+  return rows.with_values(out), new_v
 
 
 def trace(

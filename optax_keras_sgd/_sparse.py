@@ -9,11 +9,12 @@ this package treat it as one gradient leaf.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 
 @jax.tree_util.register_pytree_node_class
@@ -33,7 +34,7 @@ class IndexedSlices:
     Array([3., 0., 3., 0.], dtype=float32)
   """
 
-  __slots__ = ("values", "indices", "dense_shape")
+  __slots__ = ("values", "indices", "dense_shape", "unique_indices")
 
   def __init__(self, values: Any, indices: Any, dense_shape: Any):
     dense_shape = tuple(int(d) for d in np.asarray(dense_shape).reshape(-1))
@@ -65,6 +66,7 @@ class IndexedSlices:
     self.values = values
     self.indices = indices
     self.dense_shape = dense_shape
+    self.unique_indices = False
 
   @property
   def dtype(self):
@@ -80,22 +82,26 @@ class IndexedSlices:
     return zeros.at[self.indices].add(self.values, mode="promise_in_bounds")
 
   @classmethod
-  def unchecked(cls, values: Any, indices: Any, dense_shape: tuple[int, ...]):
-    """Builds one without checks, for traced code that keeps the invariants."""
+  def unchecked(cls, values: Any, indices: Any, dense_shape: tuple[int, ...],
+                unique_indices: bool = False):
+    """Builds one without checks, for traced code that keeps the invariants.
+    `unique_indices` marks slices whose duplicates were already summed."""
     out = object.__new__(cls)
     out.values, out.indices, out.dense_shape = values, indices, dense_shape
+    out.unique_indices = unique_indices
     return out
 
   def with_values(self, values: Any) -> IndexedSlices:
     """The same rows with new values."""
-    return IndexedSlices.unchecked(values, self.indices, self.dense_shape)
+    return IndexedSlices.unchecked(values, self.indices, self.dense_shape,
+                                   self.unique_indices)
 
   def tree_flatten(self):
-    return (self.values, self.indices), self.dense_shape
+    return (self.values, self.indices), (self.dense_shape, self.unique_indices)
 
   @classmethod
-  def tree_unflatten(cls, dense_shape, children):
-    return cls.unchecked(*children, dense_shape)
+  def tree_unflatten(cls, aux, children):
+    return cls.unchecked(*children, *aux)
 
   def __repr__(self) -> str:
     return (
@@ -147,29 +153,40 @@ def map_values(fn: Callable[[Any], Any], g: Any) -> Any:
   return fn(g)
 
 
-class DedupedRows(NamedTuple):
-  """Unique row indices with their summed values (padding rows point past the
-  table and are dropped by scatters)."""
-
-  indices: jax.Array
-  values: jax.Array
-
-
-def sum_duplicates(g: IndexedSlices) -> DedupedRows:
+def sum_duplicates(g: IndexedSlices) -> IndexedSlices:
   """Sums the values of duplicate indices, with static shapes.
 
-  Returns `n` rows (the number of slices): the unique indices in ascending
-  order, then padding whose index is `dense_shape[0]` (out of range, so a
-  scatter with `mode="drop"` ignores it and a gather with `mode="fill"` reads
-  zeros).
+  Returns as many rows as `g` has: the unique indices in ascending order,
+  then padding whose index is `dense_shape[0]` and value zero (out of range,
+  so scatters with `mode="drop"` ignore it and gathers with `mode="fill"`
+  read zeros). Already-unique slices are returned as they are.
   """
+  if g.unique_indices:
+    return g
   n = g.indices.shape[0]
   rows = g.dense_shape[0]
   unique, inverse = jnp.unique(
       g.indices, size=n, fill_value=rows, return_inverse=True
   )
   summed = jax.ops.segment_sum(g.values, inverse.reshape(-1), num_segments=n)
-  return DedupedRows(unique, summed)
+  return IndexedSlices.unchecked(summed, unique, g.dense_shape, True)
+
+
+def sum_duplicate_indices() -> optax.GradientTransformation:
+  """Sums duplicate rows of every `IndexedSlices` gradient (dense ones pass).
+
+  Keras sums duplicates of the raw gradient before its momentum update, so
+  `sgd` puts this after clipping (which sees the raw values) and before the
+  learning rate: `sum(g_i) * lr` rounds differently from `sum(g_i * lr)`.
+  """
+
+  def update_fn(updates, state, params=None):
+    del params
+    return tree_map_gradients(
+        lambda g: sum_duplicates(g) if isinstance(g, IndexedSlices) else g,
+        updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
 def apply_updates(params: Any, updates: Any) -> Any:
@@ -199,3 +216,37 @@ def apply_updates(params: Any, updates: Any) -> Any:
     return jnp.asarray(p + u).astype(p.dtype)
 
   return tree_map_gradients(apply, updates, params)
+
+
+def embedding_gradient(loss_fn: Callable[..., Any], table: Any, ids: Any,
+                       *args: Any) -> tuple[jax.Array, IndexedSlices]:
+  """The loss and its `IndexedSlices` gradient for an embedding lookup.
+
+  Differentiates `loss_fn(table[ids], *args)` with respect to the gathered
+  rows, not the table, so no dense gradient of the table's size is ever
+  made: the gradient is one row per id (ids repeated in a batch give
+  duplicate rows, which the optimizer sums).
+
+  Args:
+    loss_fn: `loss_fn(rows, *args) -> scalar`, where `rows = table[ids]`.
+    table: the embedding table, shape `(vocabulary, ...)`.
+    ids: integer ids of any shape.
+    *args: further arguments to `loss_fn` (not differentiated).
+
+  Returns:
+    `(loss, IndexedSlices(values, ids.ravel(), table.shape))`.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import embedding_gradient
+    >>> table = jnp.ones((1000, 4))
+    >>> loss, g = embedding_gradient(lambda rows: rows.sum(), table, jnp.array([3, 9]))
+    >>> g.values.shape, g.indices.tolist()
+    ((2, 4), [3, 9])
+  """
+  ids = jnp.asarray(ids)
+  rows = jnp.take(jnp.asarray(table), ids, axis=0)
+  loss, g_rows = jax.value_and_grad(loss_fn)(rows, *args)
+  row_shape = tuple(jnp.shape(table)[1:])
+  return loss, IndexedSlices.unchecked(
+      g_rows.reshape((-1,) + row_shape), ids.reshape(-1), tuple(jnp.shape(table)))

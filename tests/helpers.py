@@ -5,7 +5,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import optax_keras_sgd as oks
 
@@ -25,16 +24,25 @@ def run_sgd(params, grad_steps, dtype="float32", jit=True, tx=None, **kwargs):
 
   def step(p, g, state):
     updates, state = tx.update(g, state, p)
-    return optax.apply_updates(p, updates), state
+    return oks.apply_updates(p, updates), state
 
   if jit:
     step = jax.jit(step)
   out = []
   for grads in grad_steps:
-    g = [jnp.asarray(np.asarray(x, np.float64), dtype) for x in grads]
+    g = [to_gradient(x, dtype) for x in grads]
     p, state = step(p, g, state)
     out.append([to_numpy(x) for x in p])
   return out
+
+
+def to_gradient(x, dtype="float32"):
+  """A dense gradient, or `(values, indices, dense_shape)` for IndexedSlices."""
+  if isinstance(x, tuple):
+    values, indices, dense_shape = x
+    return oks.IndexedSlices(jnp.asarray(np.asarray(values, np.float64), dtype),
+                             jnp.asarray(indices, jnp.int32), dense_shape)
+  return jnp.asarray(np.asarray(x, np.float64), dtype)
 
 
 def assert_trajectories(ours, ref, dtype="float32", exact=True, ulps=8):

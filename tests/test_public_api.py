@@ -10,6 +10,7 @@ EXPECTED = {
     "skipped_steps",
     "Variable",
     "apply_updates",
+    "embedding_gradient",
     "schedules",
     "ScaleByLearningRateState",
     "TraceState",
