@@ -6,6 +6,7 @@ from optax_keras_sgd._clipping import clip_by_global_norm
 from optax_keras_sgd._clipping import clip_by_norm
 from optax_keras_sgd._clipping import clip_by_value
 from optax_keras_sgd._clipping import global_norm
+from optax_keras_sgd._distributed import aggregate_gradients
 from optax_keras_sgd._learning_rate import ScaleByLearningRateState
 from optax_keras_sgd._learning_rate import scale_by_learning_rate
 from optax_keras_sgd._momentum import TraceState
@@ -30,6 +31,7 @@ __all__ = (
     "SkipNonFiniteState",
     "TraceState",
     "Variable",
+    "aggregate_gradients",
     "apply_updates",
     "clip_by_global_norm",
     "clip_by_norm",

@@ -5,7 +5,14 @@ from __future__ import annotations
 import jax
 import optax
 
-from optax_keras_sgd import _clipping, _learning_rate, _momentum, _sparse, _validation
+from optax_keras_sgd import (
+    _clipping,
+    _distributed,
+    _learning_rate,
+    _momentum,
+    _sparse,
+    _validation,
+)
 
 
 def sgd(
@@ -17,6 +24,7 @@ def sgd(
     clipnorm: jax.typing.ArrayLike | None = None,
     global_clipnorm: jax.typing.ArrayLike | None = None,
     decay: jax.typing.ArrayLike = 0.0,
+    axis_name: _distributed.AxisName | None = None,
 ) -> optax.GradientTransformation:
   r"""Keras 2's legacy SGD (`tf.keras.optimizers.legacy.SGD`), exactly.
 
@@ -43,6 +51,12 @@ def sgd(
     clipnorm: if set, clip each gradient tensor to this L2 norm.
     global_clipnorm: if set, clip all gradients to this global L2 norm.
     decay: legacy inverse-time decay of the learning rate, >= 0.
+    axis_name: inside `shard_map`/`pmap`, the data axis whose replicas'
+      gradients are summed first, before clipping, as Keras does with a
+      distribution strategy. None (the default) aggregates nothing: use it
+      outside mapped code, with global (sharded) arrays, or when you have
+      aggregated the gradients yourself (Keras's
+      `experimental_aggregate_gradients=False`).
 
   Returns:
     An `optax.GradientTransformation`. Works with `optax.inject_hyperparams`.
@@ -68,6 +82,8 @@ def sgd(
   """
   _validation.check_clip_exclusive(clipnorm, global_clipnorm)
   blocks = []
+  if axis_name is not None:
+    blocks.append(_distributed.aggregate_gradients(axis_name))
   if clipvalue is not None:
     blocks.append(_clipping.clip_by_value(clipvalue))
   if clipnorm is not None:

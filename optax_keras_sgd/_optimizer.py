@@ -329,13 +329,17 @@ class SGD:
                       experimental_aggregate_gradients: bool = True) -> Variable:
     """Applies `(gradient, Variable)` pairs; `None` gradients are skipped.
 
-    Inside `shard_map`/`pmap`, pass `experimental_aggregate_gradients` as an
-    axis name to sum gradients across it before clipping (see the README).
+    Variables may hold arrays sharded over many devices: the step runs on
+    the global arrays and keeps every shard where it is. Gradients of a
+    loss over global arrays are already summed over all devices, so there is
+    nothing left to aggregate and `experimental_aggregate_gradients` (kept
+    for Keras compatibility) changes nothing. Per-replica gradients inside
+    `shard_map` are the functional API's case: `sgd(..., axis_name="data")`.
 
     Returns:
       The new step count (an object with `.numpy()`).
     """
-    del name
+    del name, experimental_aggregate_gradients
     pairs = _filter_none(_check_pairs(grads_and_vars))
     variables = [v for _, v in pairs]
     grads = [g for g, _ in pairs]
@@ -346,7 +350,7 @@ class SGD:
         self._add_momentum_slot(id(v), v, v.name)
     slots = [self._slots[id(v)]["momentum"] for v in variables] \
         if self._use_momentum else []
-    self._run(variables, grads, slots, experimental_aggregate_gradients)
+    self._run(variables, grads, slots)
     return Variable(self.iterations.value(), name="iter", trainable=False)
 
   def update(self, params: Any, grads: Any) -> Any:
@@ -383,7 +387,7 @@ class SGD:
         if self._use_momentum else []
     holders = [Variable.tree_unflatten(("param", True), (jnp.asarray(x),))
                for x in leaves]
-    self._run(holders, grad_leaves, slots, True)
+    self._run(holders, grad_leaves, slots)
     return jax.tree.unflatten(treedef, [h.value() for h in holders])
 
   # -- internals -----------------------------------------------------------------
@@ -400,7 +404,7 @@ class SGD:
     _validation.check_float_leaves(leaf, f"Variable '{name}'")
     self._create_slot(key, leaf, name, "momentum")
 
-  def _config(self, aggregate: Any) -> _step.StepConfig:
+  def _config(self) -> _step.StepConfig:
     lr = self._hyper["learning_rate"]
     return _step.StepConfig(
         schedule=lr if _hyperparameters.is_schedule(lr) else None,
@@ -411,11 +415,10 @@ class SGD:
         global_clipnorm=self._global_clipnorm,
         decay=self._decay,
         skip_non_finite=self._skip_non_finite,
-        aggregate_axis=aggregate if isinstance(aggregate, (str, tuple)) else None,
     )
 
-  def _run(self, variables: list[Any], grads: list[Any], slots: list[Variable],
-           aggregate: Any) -> None:
+  def _run(self, variables: list[Any], grads: list[Any],
+           slots: list[Variable]) -> None:
     for v in variables:
       _validation.check_float_leaves(v.value(), f"Variable '{v.name}'")
     lr = _hyperparameters.read(self._hyper["learning_rate"])
@@ -423,7 +426,7 @@ class SGD:
     momentum = _hyperparameters.read(self._hyper["momentum"]) \
         if self._use_momentum else jnp.zeros((), jnp.float32)
     step = self._steps.get(
-        self._config(aggregate),
+        self._config(),
         donate_values=_step.sole_owner(variables),
         donate_state=_step.sole_owner(slots + [self.iterations, self._skipped]),
     )

@@ -31,13 +31,10 @@ class StepConfig:
   global_clipnorm: float | None
   decay: float
   skip_non_finite: bool = False
-  aggregate_axis: Any = None
 
 
 def _step(config: StepConfig, values, grads, velocities, count, skipped, lr,
           momentum):
-  if config.aggregate_axis is not None:
-    grads = jax.lax.psum(grads, config.aggregate_axis)
   tx = _alias.sgd(
       config.schedule if config.schedule is not None else lr,
       momentum if config.use_momentum else 0.0,

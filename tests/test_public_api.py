@@ -9,6 +9,7 @@ EXPECTED = {
     "skip_non_finite",
     "skipped_steps",
     "Variable",
+    "aggregate_gradients",
     "apply_updates",
     "embedding_gradient",
     "schedules",
