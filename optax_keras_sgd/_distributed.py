@@ -13,6 +13,17 @@ from optax_keras_sgd import _sparse
 AxisName = Hashable | Sequence[Hashable]
 
 
+def _varying_over(x: jax.Array) -> frozenset:
+  """The mapped axes over which `x` is typed as differing between replicas
+  (`manual_axis_type.varying` in new JAX, `vma` in older releases; empty
+  under `check_vma=False` and `pmap`, where nothing is typed)."""
+  aval = jax.typeof(x)
+  manual = getattr(aval, "manual_axis_type", None)
+  if manual is not None:
+    return frozenset(manual.varying)
+  return frozenset(getattr(aval, "vma", ()))
+
+
 def _concatenate_replicas(x: jax.Array, axis_name: AxisName) -> jax.Array:
   """The replicas' `x` stacked along axis 0, the same on every replica.
 
@@ -32,9 +43,13 @@ def aggregate_gradients(axis_name: AxisName) -> optax.GradientTransformation:
   Keras's legacy optimizers all-reduce (sum) the replicas' gradients before
   clipping, so clipping sees the aggregated gradient. Inside
   `jax.shard_map` (or `pmap`) over a data axis, this is `lax.psum` over that
-  axis. An `IndexedSlices` is aggregated as TensorFlow aggregates one: the
-  replicas' slices are concatenated (duplicates are summed later), so no
-  dense gradient is made.
+  axis, for each gradient that still differs between replicas. Under
+  `shard_map`'s default `check_vma=True`, JAX already sums the gradient of a
+  replicated (invariant) parameter when it differentiates, and such a
+  gradient is left as it is; with `check_vma=False` (or `pmap`), gradients
+  are per-replica and all are summed. An `IndexedSlices` is aggregated as
+  TensorFlow aggregates one: the replicas' slices are concatenated
+  (duplicates are summed later), so no dense gradient is made.
 
   Args:
     axis_name: the mapped axis (or axes) to sum over.
@@ -44,24 +59,37 @@ def aggregate_gradients(axis_name: AxisName) -> optax.GradientTransformation:
     function that binds `axis_name`.
 
   Examples:
-    >>> import jax, jax.numpy as jnp, numpy as np
-    >>> from jax.sharding import PartitionSpec as P
+    Per-replica gradients (one device here) summed across the data axis:
+
+    >>> import jax, jax.numpy as jnp
+    >>> from jax.sharding import NamedSharding, PartitionSpec as P
     >>> from optax_keras_sgd import aggregate_gradients
     >>> mesh = jax.make_mesh((1,), ("data",))
     >>> tx = aggregate_gradients("data")
     >>> f = jax.shard_map(lambda g: tx.update(g, tx.init(g))[0], mesh=mesh,
     ...                   in_specs=P("data"), out_specs=P())
-    >>> f(jnp.ones(4))
+    >>> f(jax.device_put(jnp.ones(4), NamedSharding(mesh, P("data"))))
     Array([1., 1., 1., 1.], dtype=float32)
   """
 
+  axes = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
+
+  def varying_axes(x):
+    """The axes over which `x` still differs between replicas."""
+    typed = [a for a in axes if a in _varying_over(jax.lax.axis_index(a))]
+    untyped = [a for a in axes if a not in typed]   # check_vma=False, pmap
+    return tuple(a for a in typed if a in _varying_over(x)) + tuple(untyped)
+
   def aggregate(g):
+    over = varying_axes(_sparse.dense_values(g))
+    if not over:
+      return g
     if isinstance(g, _sparse.IndexedSlices):
       return _sparse.IndexedSlices.unchecked(
-          _concatenate_replicas(g.values, axis_name),
-          _concatenate_replicas(g.indices, axis_name),
+          _concatenate_replicas(g.values, over),
+          _concatenate_replicas(g.indices, over),
           g.dense_shape)
-    return jax.lax.psum(g, axis_name)
+    return jax.lax.psum(g, over)
 
   def update_fn(updates, state, params=None):
     del params

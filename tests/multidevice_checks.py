@@ -79,6 +79,39 @@ def _loss(w, x, y):
   return jnp.sum((x @ w - y) ** 2) / 32.0
 
 
+def _single_device(config, x, y, w0, steps):
+  tx = oks.sgd(**config)
+  w, s = w0, tx.init(w0)
+  for _ in range(steps):
+    u, s = tx.update(jax.grad(_loss)(w, x, y), s, w)
+    w = optax.apply_updates(w, u)
+  return np.asarray(w)
+
+
+def check_shard_map_sums_replica_gradients_once():
+  """No clipping here, so a gradient summed twice (or not at all) shows."""
+  x, y, w0 = _data()
+  mesh = jax.make_mesh((8,), ("data",))
+  put = lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))  # noqa: E731
+  config = dict(learning_rate=0.1, momentum=0.9, nesterov=True)
+  expected = _single_device(config, x, y, w0, 4)
+  for check_vma in (True, False):
+    tx = oks.sgd(**config, axis_name="data")
+
+    def local_step(w, state, xb, yb):
+      u, state = tx.update(jax.grad(_loss)(w, xb, yb), state, w)
+      return optax.apply_updates(w, u), state
+
+    step = jax.jit(jax.shard_map(local_step, mesh=mesh,
+                                 in_specs=(P(), P(), P("data"), P("data")),
+                                 out_specs=(P(), P()), check_vma=check_vma))
+    w, state = put(w0, P()), jax.tree.map(lambda a: put(a, P()), tx.init(w0))
+    for _ in range(4):
+      w, state = step(w, state, put(x, P("data")), put(y, P("data")))
+    np.testing.assert_allclose(np.asarray(w), expected, rtol=2e-6, atol=1e-7,
+                               err_msg=f"check_vma={check_vma}")
+
+
 def check_shard_map_aggregates_before_clipping():
   x, y, w0 = _data()
   mesh = jax.make_mesh((8,), ("data",))
@@ -166,6 +199,7 @@ def check_facade_on_sharded_variables():
 
 
 CHECKS = [check_state_follows_param_sharding,
+          check_shard_map_sums_replica_gradients_once,
           check_shard_map_aggregates_before_clipping,
           check_sparse_aggregation_concatenates_slices,
           check_facade_on_sharded_variables]

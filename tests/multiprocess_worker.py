@@ -22,7 +22,8 @@ from jax.sharding import PartitionSpec as P
 
 import optax_keras_sgd as oks
 
-CONFIG = dict(learning_rate=0.1, momentum=0.9, nesterov=True, clipnorm=0.5)
+# clipnorm large enough not to engage, so a wrongly scaled sum would show.
+CONFIG = dict(learning_rate=0.1, momentum=0.9, nesterov=True, clipnorm=100.0)
 STEPS = 5
 
 
