@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from optax_keras_sgd import _numerics, _sparse, _validation
 
@@ -62,8 +63,9 @@ def _tensor_clip_by_norm(g: jax.Array, clipnorm) -> jax.Array:
   c = _numerics.as_threshold(clipnorm, g.dtype)
   l2sum = jnp.sum(g * g)
   positive = l2sum > 0
-  l2sum_safe = jnp.where(positive, l2sum, jnp.ones_like(l2sum))
-  l2norm = jnp.where(positive, jnp.sqrt(l2sum_safe), l2sum)
+  # lax.select, not jnp.where: no nested jit per leaf (compile time).
+  l2sum_safe = lax.select(positive, l2sum, jnp.ones_like(l2sum))
+  l2norm = lax.select(positive, jnp.sqrt(l2sum_safe), l2sum)
   return (g * c) / jnp.maximum(l2norm, c)
 
 

@@ -108,6 +108,7 @@ class SGD:
     self._tracked: dict[Any, Any] = {}  # slot key -> Variable or pytree path
     self._pytree: Any = None  # treedef of the pytree path, once used
     self._steps = _step.CompiledSteps()
+    self._checked: dict[int, Any] = {}  # id(Variable) -> dtype checked
 
   # -- hyperparameters ---------------------------------------------------------
 
@@ -344,10 +345,13 @@ class SGD:
     variables = [v for _, v in pairs]
     grads = [g for g, _ in pairs]
     for g, v in pairs:
-      _check_gradient(g, v.shape, v.dtype, f"variable '{v.name}'")
-    if self._use_momentum:
-      for v in variables:
-        self._add_momentum_slot(id(v), v, v.name)
+      value = v._value
+      if getattr(g, "shape", None) != value.shape or getattr(g, "dtype", None) != \
+          value.dtype:  # the detailed check, only when the fast one fails
+        _check_gradient(g, v.shape, v.dtype, f"variable '{v.name}'")
+    del value  # a reference held here would stop the buffer's donation
+    for v in variables:
+      self._check_variable(v)
     slots = [self._slots[id(v)]["momentum"] for v in variables] \
         if self._use_momentum else []
     self._run(variables, grads, slots)
@@ -380,6 +384,7 @@ class SGD:
       _check_gradient(g, jnp.shape(leaf), jnp.result_type(leaf),
                       f"parameter {jax.tree_util.keystr(path)}")
     targets = self._slot_targets(params)
+    _validation.check_float_leaves(params, "The parameter")
     if self._use_momentum:
       for key, leaf, name in targets:
         self._add_momentum_slot(key, leaf, name)
@@ -404,6 +409,16 @@ class SGD:
     _validation.check_float_leaves(leaf, f"Variable '{name}'")
     self._create_slot(key, leaf, name, "momentum")
 
+  def _check_variable(self, v: Variable) -> None:
+    """Checks a Variable the first time it is seen with this dtype (and
+    creates its slot): later steps skip the work."""
+    if self._checked.get(id(v)) is v.dtype:
+      return
+    _validation.check_float_leaves(v.value(), f"Variable '{v.name}'")
+    if self._use_momentum:
+      self._add_momentum_slot(id(v), v, v.name)
+    self._checked[id(v)] = v.dtype
+
   def _config(self) -> _step.StepConfig:
     lr = self._hyper["learning_rate"]
     return _step.StepConfig(
@@ -419,8 +434,6 @@ class SGD:
 
   def _run(self, variables: list[Any], grads: list[Any],
            slots: list[Variable]) -> None:
-    for v in variables:
-      _validation.check_float_leaves(v.value(), f"Variable '{v.name}'")
     lr = _hyperparameters.read(self._hyper["learning_rate"])
     lr_arg = jnp.zeros((), jnp.float32) if _hyperparameters.is_schedule(lr) else lr
     momentum = _hyperparameters.read(self._hyper["momentum"]) \
