@@ -36,7 +36,7 @@ def test_all_is_sorted_and_complete():
 
 def test_no_other_public_names():
   public = {n for n in dir(oks) if not n.startswith("_")}
-  assert public == set(oks.__all__)
+  assert public - {"demo"} == set(oks.__all__)  # `demo` is a command module
 
 
 def test_schedules_surface():
