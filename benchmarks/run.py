@@ -159,8 +159,8 @@ def main():
     print(f"| {count} | {seconds:.2f} |")
 
   floor = 3 * 256 * 2**20 * 4
-  print("\n| 256M-param momentum step | peak RSS (GiB) | / (params + grads + velocity) |"
-        "\n|---|---|---|")
+  print("\n| 256M-param momentum step | peak RSS (GiB) "
+        "| / (params + grads + velocity) |\n|---|---|---|")
   for donate, label in ((True, "donated"), (False, "not donated")):
     print(f"| {label} | {memory[donate] / 2**30:.2f} | {memory[donate] / floor:.2f} |")
 

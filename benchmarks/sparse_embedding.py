@@ -77,7 +77,7 @@ def main():
   print(f"device: {jax.devices()[0].device_kind}, CPU threads: {os.cpu_count()}")
   print(f"table {a.rows} x {a.dim} float32 ({a.rows * a.dim * 4 * mb:.0f} MB), "
         f"{a.touched} rows touched, momentum 0.9")
-  print(f"| step | ms/step | temporaries (MB) |\n|---|---|---|")
+  print("| step | ms/step | temporaries (MB) |\n|---|---|---|")
   print(f"| sparse (IndexedSlices) | {sparse_ms:.3f} | "
         f"{sparse_mem.temp_size_in_bytes * mb:.2f} |")
   print(f"| dense | {dense_ms:.3f} | {dense_mem.temp_size_in_bytes * mb:.2f} |")

@@ -104,12 +104,14 @@ call. Same optimizer, Keras's API."""),
     new_code_cell("""with jax.set_mesh(mesh):
     variables = jax.tree.map(lambda a: oks.Variable(jax.device_put(a, replicated)),
                              init_params())
-    flat_vars = jax.tree.leaves(variables, is_leaf=lambda v: isinstance(v, oks.Variable))
+    is_var = lambda v: isinstance(v, oks.Variable)
+    flat_vars = jax.tree.leaves(variables, is_leaf=is_var)
     opt = oks.SGD(oks.schedules.PiecewiseConstantDecay([20], [0.5, 0.05]),
                   momentum=0.9, nesterov=True, clipnorm=1.0)
     for epoch in range(5):
         for xb, yb in batches():
-            xs, ys = jax.device_put(xb, data_sharding), jax.device_put(yb, data_sharding)
+            xs = jax.device_put(xb, data_sharding)
+            ys = jax.device_put(yb, data_sharding)
             opt.minimize(lambda: loss_sum(variables, xs, ys), flat_vars)
         print(f"epoch {epoch}: loss {float(loss_sum(variables, xs, ys)):.4f}")
 print("facade steps:", int(opt.iterations), "compiled programs:", opt.compiled_count())

@@ -2,24 +2,26 @@
 
 from optax_keras_sgd import schedules
 from optax_keras_sgd._alias import sgd
-from optax_keras_sgd._clipping import clip_by_global_norm
-from optax_keras_sgd._clipping import clip_by_norm
-from optax_keras_sgd._clipping import clip_by_value
-from optax_keras_sgd._clipping import global_norm
+from optax_keras_sgd._clipping import (
+    clip_by_global_norm,
+    clip_by_norm,
+    clip_by_value,
+    global_norm,
+)
 from optax_keras_sgd._distributed import aggregate_gradients
-from optax_keras_sgd._learning_rate import ScaleByLearningRateState
-from optax_keras_sgd._learning_rate import scale_by_learning_rate
-from optax_keras_sgd._momentum import TraceState
-from optax_keras_sgd._momentum import trace
-from optax_keras_sgd._non_finite import SkipNonFiniteState
-from optax_keras_sgd._non_finite import skip_non_finite
-from optax_keras_sgd._non_finite import skipped_steps
+from optax_keras_sgd._learning_rate import (
+    ScaleByLearningRateState,
+    scale_by_learning_rate,
+)
+from optax_keras_sgd._momentum import TraceState, trace
+from optax_keras_sgd._non_finite import (
+    SkipNonFiniteState,
+    skip_non_finite,
+    skipped_steps,
+)
 from optax_keras_sgd._optimizer import SGD
-from optax_keras_sgd._sparse import IndexedSlices
-from optax_keras_sgd._sparse import apply_updates
-from optax_keras_sgd._sparse import embedding_gradient
-from optax_keras_sgd._state import iterations
-from optax_keras_sgd._state import velocity
+from optax_keras_sgd._sparse import IndexedSlices, apply_updates, embedding_gradient
+from optax_keras_sgd._state import iterations, velocity
 from optax_keras_sgd._variable import Variable
 
 __version__ = "0.1.0"

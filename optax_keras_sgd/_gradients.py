@@ -38,7 +38,7 @@ def _bound(loss: Callable[[], Any], variables: list[Variable]):
 
 def _used_inputs(closed: jax.extend.core.ClosedJaxpr) -> list[bool]:
   jaxpr = closed.jaxpr
-  used = set()
+  used: set[int] = set()
   for eqn in jaxpr.eqns:
     used.update(id(x) for x in eqn.invars)
   used.update(id(x) for x in jaxpr.outvars)

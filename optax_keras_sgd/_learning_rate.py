@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -15,7 +14,8 @@ from optax_keras_sgd import _numerics, _sparse, _validation
 class ScaleByLearningRateState(NamedTuple):
   """The step counter, Keras's `iterations`: steps taken before this one."""
 
-  count: jax.Array
+  # Named `count` as in optax's states (it shadows tuple.count).
+  count: jax.Array  # type: ignore[assignment]
 
 
 def learning_rate_at(

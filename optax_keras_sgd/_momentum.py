@@ -92,7 +92,7 @@ def trace(
       new_v = _numerics.rounded(m * v) + u
       return (_numerics.rounded(m * new_v) + u if nesterov else new_v), new_v
 
-    treedef = jax.tree.structure(updates, is_leaf=_sparse.is_indexed_slices)
+    treedef: Any = jax.tree.structure(updates, is_leaf=_sparse.is_indexed_slices)
     pairs = treedef.flatten_up_to(
         _sparse.tree_map_gradients(step, updates, state.velocity)
     )

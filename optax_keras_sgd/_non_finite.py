@@ -26,7 +26,9 @@ def all_finite(updates: Any) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-def skip_non_finite(inner: optax.GradientTransformation) -> optax.GradientTransformation:
+def skip_non_finite(
+    inner: optax.GradientTransformation,
+) -> optax.GradientTransformation:
   """Wraps `inner` so a step with a NaN or infinite gradient changes nothing.
 
   Keras propagates NaN into the weights (and `sgd` does the same by default).

@@ -364,7 +364,7 @@ class SGD:
     `get_weights()` lists them that way. One optimizer serves one pytree
     structure; use another instance for another model.
     """
-    treedef = jax.tree.structure(params)
+    treedef: Any = jax.tree.structure(params)
     if self._pytree is None:
       if self._tracked:
         raise ValueError("This optimizer already trains Variables; use a "
@@ -505,7 +505,8 @@ class SGD:
     return self._steps.compiled_count()
 
   def __repr__(self) -> str:
-    return f"<optax_keras_sgd.SGD name={self._name!r} iterations={int(self.iterations)}>"
+    return (f"<optax_keras_sgd.SGD name={self._name!r} "
+            f"iterations={int(self.iterations)}>")
 
 
 def _as_count(value: Any, what: str) -> jax.Array:

@@ -63,7 +63,7 @@ class CompiledSteps:
   """One jitted step per `StepConfig`, with and without buffer donation."""
 
   def __init__(self):
-    self._cache: dict[tuple[StepConfig, bool, bool], Callable[..., Any]] = {}
+    self._cache: dict[tuple[StepConfig, bool, bool], Any] = {}  # jitted
 
   def get(self, config: StepConfig, donate_values: bool,
           donate_state: bool) -> Callable[..., Any]:

@@ -8,7 +8,7 @@ concrete number skip traced values (e.g. hyperparameters injected with
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -69,7 +69,7 @@ def check_non_negative(name: str, value: Any) -> None:
 def check_momentum(momentum: Any) -> None:
   """A number must lie in [0, 1]; arrays are accepted as the reference does."""
   check_scalar_hyperparameter("momentum", momentum)
-  if isinstance(momentum, numbers.Real) and not 0 <= momentum <= 1:
+  if isinstance(momentum, numbers.Real) and not 0 <= float(momentum) <= 1:
     raise ValueError(
         "`momentum` must be between [0, 1]. Received: "
         f"momentum={momentum} (of type {type(momentum)})."
@@ -133,6 +133,7 @@ def check_gradients_match(updates: Any, params: Any) -> None:
   g_leaves, g_def = jax.tree_util.tree_flatten_with_path(
       updates, is_leaf=is_indexed_slices)
   p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
+  g_def, p_def = cast(Any, g_def), cast(Any, p_def)
   if g_def != p_def:
     raise ValueError(
         "The gradients and the params have different tree structures. "

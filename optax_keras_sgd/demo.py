@@ -51,13 +51,13 @@ def init_params(seed: int, sizes=(2, 32, 32, 2)) -> Params:
            "b": np.zeros(b, np.float32)} for a, b in zip(sizes, sizes[1:])]
 
 
-def forward(params: Any, x: jax.Array) -> jax.Array:
+def forward(params: Any, x: jax.typing.ArrayLike) -> jax.Array:
   for layer in params[:-1]:
     x = jnp.tanh(x @ layer["w"] + layer["b"])
   return x @ params[-1]["w"] + params[-1]["b"]
 
 
-def loss_fn(params: Any, x: jax.Array, y: jax.Array) -> jax.Array:
+def loss_fn(params: Any, x: jax.typing.ArrayLike, y: Any) -> jax.Array:
   logp = jax.nn.log_softmax(forward(params, x))
   return -jnp.mean(jnp.take_along_axis(logp, y[:, None], 1))
 
@@ -80,7 +80,8 @@ def progress(label: str, total: int) -> Iterator[int]:
   print(file=sys.stderr)
 
 
-def batches(x, y, batch_size: int, steps: int, seed: int):
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, steps: int, seed: int
+            ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   rng = np.random.default_rng(seed + 2)
   for _ in range(steps):
     idx = rng.integers(0, len(x), batch_size)
@@ -100,7 +101,7 @@ def train_functional(tx: optax.GradientTransformation, label: str, data, args,
     return optax.apply_updates(params, updates), state, loss, optax.global_norm(updates)
 
   losses, norms = [], []
-  stream = batches(*data, args.batch_size, args.steps, args.seed)
+  stream = batches(data[0], data[1], args.batch_size, args.steps, args.seed)
   for _ in (progress(label, args.steps) if show else range(args.steps)):
     xb, yb = next(stream)
     params, state, loss, norm = step(params, state, xb, yb)
@@ -114,7 +115,7 @@ def train_facade(opt: SGD, label: str, data, args) -> tuple[Params, list[float]]
   flat = jax.tree.leaves(variables, is_leaf=lambda v: isinstance(v, Variable))
   grad = jax.jit(jax.value_and_grad(loss_fn))
   losses = []
-  stream = batches(*data, args.batch_size, args.steps, args.seed)
+  stream = batches(data[0], data[1], args.batch_size, args.steps, args.seed)
   for _ in progress(label, args.steps):
     xb, yb = next(stream)
     loss, grads = grad(jax.tree.map(lambda v: v.value(), variables,
@@ -196,8 +197,8 @@ def main(argv: list[str] | None = None) -> int:
   rows = [("optax_keras_sgd.sgd", functional, f_losses),
           ("optax_keras_sgd.SGD", facade, k_losses),
           ("optax.sgd", plain, o_losses)]
-  print(f"\n| run | final loss (last 20 steps) | train accuracy | test accuracy |\n"
-        f"|---|---|---|---|")
+  print("\n| run | final loss (last 20 steps) | train accuracy | test accuracy |\n"
+        "|---|---|---|---|")
   for label, params, losses in rows:
     print(f"| {label} | {np.mean(losses[-20:]):.4f} | "
           f"{accuracy(params, *train):.3f} | {accuracy(params, *test):.3f} |")

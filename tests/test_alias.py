@@ -7,12 +7,12 @@ import itertools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_rule
 import optax
 import pytest
-
-import numpy_rule
-import optax_keras_sgd as oks
 from helpers import assert_trajectories, random_problem, run_sgd
+
+import optax_keras_sgd as oks
 
 
 def _minimize(tx, w, steps):

@@ -7,8 +7,8 @@ import json
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import reference
+
 from optax_keras_sgd import SGD, Variable, schedules
 
 tf = reference.tf

@@ -21,9 +21,10 @@ def _updates(tx, grads, steps):
 
 def test_legacy_decay_hand_numbers():
   # lr_t = 0.1 / (1 + 0.5 t) for t = 0, 1, 2, 3
-  out, state = _updates(oks.scale_by_learning_rate(0.1, decay=0.5), jnp.float32(1.0), 4)
-  lr = np.float32(0.1)
-  expected = [-(lr / (np.float32(1) + np.float32(0.5) * np.float32(t))) for t in range(4)]
+  tx = oks.scale_by_learning_rate(0.1, decay=0.5)
+  out, state = _updates(tx, jnp.float32(1.0), 4)
+  lr, decay = np.float32(0.1), np.float32(0.5)
+  expected = [-(lr / (np.float32(1) + decay * np.float32(t))) for t in range(4)]
   np.testing.assert_array_equal(np.array(out), np.array(expected, np.float32))
   assert int(state.count) == 4
 

@@ -10,12 +10,12 @@ import subprocess
 import sys
 
 import jax
+import multidevice_checks_names
+import multiprocess_worker as worker
 import numpy as np
 import optax
 import pytest
 
-import multidevice_checks_names
-import multiprocess_worker as worker
 import optax_keras_sgd as oks
 
 HERE = pathlib.Path(__file__).resolve().parent

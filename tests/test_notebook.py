@@ -1,6 +1,5 @@
 """The Colab notebook runs top to bottom (on 4 simulated CPU devices)."""
 
-import os
 import pathlib
 
 import nbclient

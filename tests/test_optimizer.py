@@ -8,9 +8,9 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_rule
 import pytest
 
-import numpy_rule
 from optax_keras_sgd import SGD, Variable, schedules
 
 

@@ -15,10 +15,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import optax_keras_sgd as oks
 import reference
 from helpers import assert_trajectories, random_problem, run_sgd
+
+import optax_keras_sgd as oks
 
 SHAPES = [(3,), (4, 5), (), (64, 7)]
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
@@ -195,7 +195,8 @@ def test_non_finite_gradients_propagate_like_reference(config):
 
 def test_subnormals_are_flushed_to_zero_like_the_reference():
   """TensorFlow's CPU kernels and XLA both flush subnormals."""
-  params, grads = [np.float32(1.3e-43), np.ones(())], [[np.zeros(()), np.full((), 1e-39)]]
+  params = [np.float32(1.3e-43), np.ones(())]
+  grads = [[np.zeros(()), np.full((), 1e-39)]]
   ref, _ = reference.run(params, grads, learning_rate=1.0)
   ours = run_sgd(params, grads, learning_rate=1.0)
   assert_trajectories(ours, ref)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import numpy_rule
 import optax
+from helpers import assert_trajectories, run_sgd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import numpy_rule
 import optax_keras_sgd as oks
-from helpers import assert_trajectories, run_sgd
 
 # TensorFlow and XLA both flush subnormals to zero on CPU, NumPy does not
 # (test_parity_core covers that case against the reference); keep the NumPy

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import reference
+
 from optax_keras_sgd import schedules
 
 TFS = reference.schedules()

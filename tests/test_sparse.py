@@ -6,10 +6,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import optax_keras_sgd as oks
 import reference
 from helpers import assert_trajectories, run_sgd
+
+import optax_keras_sgd as oks
 
 TABLE = (10, 3)
 

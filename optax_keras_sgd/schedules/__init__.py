@@ -5,15 +5,15 @@ is also an optax schedule. `serialize`/`deserialize` read and write the
 reference's dict format, so configs move between TensorFlow and JAX.
 """
 
-from optax_keras_sgd.schedules._base import LearningRateSchedule
-from optax_keras_sgd.schedules._base import deserialize
-from optax_keras_sgd.schedules._base import serialize
-from optax_keras_sgd.schedules._decays import CosineDecay
-from optax_keras_sgd.schedules._decays import CosineDecayRestarts
-from optax_keras_sgd.schedules._decays import ExponentialDecay
-from optax_keras_sgd.schedules._decays import InverseTimeDecay
-from optax_keras_sgd.schedules._decays import PiecewiseConstantDecay
-from optax_keras_sgd.schedules._decays import PolynomialDecay
+from optax_keras_sgd.schedules._base import LearningRateSchedule, deserialize, serialize
+from optax_keras_sgd.schedules._decays import (
+    CosineDecay,
+    CosineDecayRestarts,
+    ExponentialDecay,
+    InverseTimeDecay,
+    PiecewiseConstantDecay,
+    PolynomialDecay,
+)
 
 __all__ = (
     "CosineDecay",

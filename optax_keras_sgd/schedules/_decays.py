@@ -33,7 +33,7 @@ def _step(step: Any) -> jax.Array:
 def _positive(name: str, value: Any, cls: str) -> None:
   if isinstance(value, bool) or not isinstance(value, numbers.Real):
     raise TypeError(f"{cls}: `{name}` must be a number. Received: {name}={value!r}.")
-  if not value > 0:
+  if not float(value) > 0:
     raise ValueError(f"{cls}: `{name}` must be > 0. Received: {name}={value}.")
 
 
