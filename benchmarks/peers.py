@@ -89,6 +89,20 @@ def ours_functional(shapes, variant):
   return _optax_loop(oks.sgd(**VARIANTS[variant]), shapes)
 
 
+def ours_flat(shapes, variant):
+  """Ours with the parameters kept in one buffer (`optax_keras_sgd.flatten`)."""
+  tx = oks.sgd(**VARIANTS[variant])
+
+  def step(params, grads, state):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params = oks.flatten([jnp.asarray(a) for a in _arrays(shapes, 0)])
+  grads = oks.flatten([jnp.asarray(a) for a in _arrays(shapes, 1)])
+  return _jax_loop(jax.jit(step, donate_argnums=(0, 2)), params, tx.init(params),
+                   grads)
+
+
 def ours_facade(shapes, variant):
   variables = [oks.Variable(a) for a in _arrays(shapes, 0)]
   grads = [jnp.asarray(a) for a in _arrays(shapes, 1)]
@@ -169,6 +183,7 @@ PEERS = {
     "fused kernel": fused_kernel,
     "ours (sgd)": ours_functional,
     "ours (SGD facade)": ours_facade,
+    "ours (sgd, FlatParams)": ours_flat,
     "optax.sgd": optax_sgd,
     "tf_keras legacy": tf_keras_legacy,
     "torch foreach": torch_foreach,

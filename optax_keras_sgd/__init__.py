@@ -9,6 +9,7 @@ from optax_keras_sgd._clipping import (
     global_norm,
 )
 from optax_keras_sgd._distributed import aggregate_gradients
+from optax_keras_sgd._flat import FlatParams, flatten
 from optax_keras_sgd._learning_rate import (
     ScaleByLearningRateState,
     scale_by_learning_rate,
@@ -27,6 +28,7 @@ from optax_keras_sgd._variable import Variable
 __version__ = "0.1.0"
 
 __all__ = (
+    "FlatParams",
     "IndexedSlices",
     "SGD",
     "ScaleByLearningRateState",
@@ -39,6 +41,7 @@ __all__ = (
     "clip_by_norm",
     "clip_by_value",
     "embedding_gradient",
+    "flatten",
     "global_norm",
     "iterations",
     "scale_by_learning_rate",

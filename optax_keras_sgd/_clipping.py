@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from optax_keras_sgd import _numerics, _sparse, _validation
+from optax_keras_sgd import _flat, _numerics, _sparse, _validation
 
 
 def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformation:
@@ -69,6 +69,21 @@ def _tensor_clip_by_norm(g: jax.Array, clipnorm) -> jax.Array:
   return (g * c) / jnp.maximum(l2norm, c)
 
 
+def _flat_clip_by_norm(g: _flat.FlatParams, clipnorm) -> _flat.FlatParams:
+  """`tf.clip_by_norm` on each original tensor inside flat buffers."""
+  out = []
+  for i, values in enumerate(g.buffers):
+    c = _numerics.as_threshold(clipnorm, values.dtype)
+    ids = g.segment_ids(i)
+    l2sum = jax.ops.segment_sum(values * values, ids,
+                                num_segments=len(g.layout.segments(i)),
+                                indices_are_sorted=True)
+    positive = l2sum > 0
+    l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, 1)), l2sum)
+    out.append((values * c) / jnp.maximum(l2norm, c)[ids])
+  return g.with_buffers(out)
+
+
 def clip_by_norm(clipnorm: jax.typing.ArrayLike) -> optax.GradientTransformation:
   r"""Clips each gradient tensor to L2 norm at most `clipnorm`, on its own.
 
@@ -101,12 +116,15 @@ def clip_by_norm(clipnorm: jax.typing.ArrayLike) -> optax.GradientTransformation
   """
   _validation.check_non_negative("clipnorm", clipnorm)
 
+  def clip(g):
+    if isinstance(g, _flat.FlatParams):
+      return _flat_clip_by_norm(g, clipnorm)
+    return _sparse.map_values(lambda v: _tensor_clip_by_norm(v, clipnorm), g)
+
   def update_fn(updates, state, params=None):
     del params
-    clip = lambda g: _tensor_clip_by_norm(g, clipnorm)  # noqa: E731
-    return _sparse.tree_map_gradients(
-        lambda g: _sparse.map_values(clip, g), updates
-    ), state
+    return jax.tree.map(clip, updates, is_leaf=lambda x: isinstance(
+        x, (_sparse.IndexedSlices, _flat.FlatParams))), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 

@@ -87,9 +87,9 @@ class SGD:
                                      kwargs.get("global_clipnorm"))
     self._name = name
     self._decay = float(kwargs.get("decay", 0.0))
-    self._clipvalue = kwargs.get("clipvalue")
-    self._clipnorm = kwargs.get("clipnorm")
-    self._global_clipnorm = kwargs.get("global_clipnorm")
+    self._clipvalue = _threshold(kwargs.get("clipvalue"))
+    self._clipnorm = _threshold(kwargs.get("clipnorm"))
+    self._global_clipnorm = _threshold(kwargs.get("global_clipnorm"))
     self._nesterov = bool(nesterov)
     self._skip_non_finite = bool(skip_non_finite)
     self._skipped = Variable(jnp.zeros((), jnp.int32), name="skipped",
@@ -156,7 +156,7 @@ class SGD:
   def clipvalue(self, value: float | None) -> None:
     if value is not None:
       _validation.check_non_negative("clipvalue", value)
-    self._clipvalue = value
+    self._clipvalue = _threshold(value)
 
   @property
   def clipnorm(self) -> float | None:
@@ -167,7 +167,7 @@ class SGD:
     if value is not None:
       _validation.check_non_negative("clipnorm", value)
     _validation.check_clip_exclusive(value, self._global_clipnorm)
-    self._clipnorm = value
+    self._clipnorm = _threshold(value)
 
   @property
   def global_clipnorm(self) -> float | None:
@@ -178,7 +178,7 @@ class SGD:
     if value is not None:
       _validation.check_non_negative("global_clipnorm", value)
     _validation.check_clip_exclusive(self._clipnorm, value)
-    self._global_clipnorm = value
+    self._global_clipnorm = _threshold(value)
 
   @property
   def name(self) -> str:
@@ -507,6 +507,12 @@ class SGD:
   def __repr__(self) -> str:
     return (f"<optax_keras_sgd.SGD name={self._name!r} "
             f"iterations={int(self.iterations)}>")
+
+
+def _threshold(value: Any) -> float | None:
+  """A clip threshold as the Python number Keras keeps (hashable, so it can
+  key the compiled step; a changed threshold compiles a new step)."""
+  return None if value is None else float(value)
 
 
 def _as_count(value: Any, what: str) -> jax.Array:

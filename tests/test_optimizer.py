@@ -255,3 +255,16 @@ def test_variable_behaves_like_an_array():
   with pytest.raises(ValueError, match="Cannot assign a value of shape"):
     v.assign(jnp.ones(3))
   assert jax.grad(lambda x: jnp.sum(x**2))(v).shape == (2,)
+
+
+def test_array_clip_thresholds_and_setters():
+  w = Variable(jnp.array([3.0, 4.0]))
+  opt = SGD(1.0, clipnorm=jnp.float32(1.0))
+  opt.apply_gradients([(jnp.array([3.0, 4.0]), w)])
+  np.testing.assert_allclose(w.numpy(), [2.4, 3.2], rtol=1e-6)
+  opt.clipnorm = None
+  opt.clipvalue = np.float64(0.5)
+  opt.apply_gradients([(jnp.array([3.0, 4.0]), w)])
+  np.testing.assert_allclose(w.numpy(), [1.9, 2.7], rtol=1e-6)
+  with pytest.raises(ValueError, match="Expected global_clipnorm >= 0"):
+    opt.global_clipnorm = -1.0

@@ -3,6 +3,7 @@
 import optax_keras_sgd as oks
 
 EXPECTED = {
+    "FlatParams",
     "IndexedSlices",
     "SGD",
     "SkipNonFiniteState",
@@ -12,6 +13,7 @@ EXPECTED = {
     "aggregate_gradients",
     "apply_updates",
     "embedding_gradient",
+    "flatten",
     "schedules",
     "ScaleByLearningRateState",
     "TraceState",

@@ -1,0 +1,118 @@
+"""`FlatParams`: many small tensors kept in one buffer per dtype.
+
+With a thousand tiny tensors, a step's cost is per-tensor overhead, not
+arithmetic (and compile time grows with the number of tensors). Keeping
+the parameters flat, one 1-D buffer per dtype, makes every transform of this
+package run on a few large arrays instead. Gradients taken with respect to a
+`FlatParams` are `FlatParams` too, so the optimizer state is flat as well.
+Per-tensor clipping (`clipnorm`) still sees each original tensor: the
+buffers carry their tensors' offsets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class _Layout:
+  """Where each leaf lives: its buffer (by dtype), offset, shape."""
+
+  treedef: Any
+  dtypes: tuple[str, ...]                 # the buffers' dtypes, in order
+  leaves: tuple[tuple[int, int, tuple[int, ...]], ...]  # (buffer, offset, shape)
+
+  def segments(self, buffer: int) -> tuple[int, ...]:
+    """Sizes of the tensors in `buffer`, in order."""
+    return tuple(int(np.prod(shape)) for b, _, shape in self.leaves if b == buffer)
+
+
+@jax.tree_util.register_pytree_node_class
+class FlatParams:
+  """A pytree of arrays stored as one flat buffer per dtype.
+
+  Use `flatten(params)` to make one and `.unflatten()` to get the pytree back
+  (under `jit` the slices fuse into their consumers).
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> import optax_keras_sgd as oks
+    >>> params = [jnp.ones(3), jnp.full((2, 2), 2.0)]
+    >>> flat = oks.flatten(params)
+    >>> [b.shape for b in flat.buffers]
+    [(7,)]
+    >>> tx = oks.sgd(0.1, momentum=0.9, clipnorm=1.0)
+    >>> loss = lambda f: sum(jnp.sum(p) for p in f.unflatten())
+    >>> updates, _ = tx.update(jax.grad(loss)(flat), tx.init(flat), flat)
+    >>> [p.shape for p in optax.apply_updates(flat, updates).unflatten()]
+    [(3,), (2, 2)]
+  """
+
+  __slots__ = ("buffers", "layout")
+
+  def __init__(self, buffers: tuple[Any, ...], layout: _Layout):
+    self.buffers = tuple(buffers)
+    self.layout = layout
+
+  def unflatten(self) -> Any:
+    """The original pytree (views of the buffers, as new arrays)."""
+    leaves = []
+    for b, offset, shape in self.layout.leaves:
+      size = int(np.prod(shape))
+      leaves.append(self.buffers[b][offset:offset + size].reshape(shape))
+    return jax.tree.unflatten(self.layout.treedef, leaves)
+
+  def segment_ids(self, buffer: int) -> jax.Array:
+    """For each element of `buffer`, the index of its tensor in the buffer."""
+    sizes = self.layout.segments(buffer)
+    return jnp.repeat(jnp.arange(len(sizes), dtype=jnp.int32), np.asarray(sizes),
+                      total_repeat_length=int(sum(sizes)))
+
+  def with_buffers(self, buffers: Any) -> FlatParams:
+    return FlatParams(tuple(buffers), self.layout)
+
+  def tree_flatten(self):
+    return self.buffers, self.layout
+
+  @classmethod
+  def tree_unflatten(cls, layout, buffers):
+    return cls(tuple(buffers), layout)
+
+  def __repr__(self) -> str:
+    return (f"FlatParams({len(self.layout.leaves)} tensors in buffers "
+            f"{[(str(b.dtype), b.shape) for b in self.buffers]})")
+
+
+def flatten(params: Any) -> FlatParams:
+  """Packs the arrays of `params` into one flat buffer per dtype.
+
+  Raises:
+    ValueError: if `params` has no array leaves.
+  """
+  leaves, treedef = jax.tree.flatten(params)
+  if not leaves:
+    raise ValueError("`params` has no arrays to flatten.")
+  dtypes: list[str] = []
+  parts: dict[str, list[Any]] = {}
+  offsets: dict[str, int] = {}
+  placed = []
+  for leaf in leaves:
+    leaf = jnp.asarray(leaf)
+    name = jnp.dtype(leaf.dtype).name
+    if name not in parts:
+      dtypes.append(name)
+      parts[name], offsets[name] = [], 0
+    placed.append((dtypes.index(name), offsets[name], tuple(leaf.shape)))
+    parts[name].append(leaf.reshape(-1))
+    offsets[name] += leaf.size
+  layout = _Layout(treedef, tuple(dtypes), tuple(placed))
+  return FlatParams(tuple(jnp.concatenate(parts[d]) for d in dtypes), layout)
+
+
+def is_flat(x: Any) -> bool:
+  return isinstance(x, FlatParams)

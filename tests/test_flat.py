@@ -1,0 +1,68 @@
+"""`FlatParams`: the same training as unflattened params, on a few buffers."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import assert_trajectories
+
+import optax_keras_sgd as oks
+
+CONFIGS = [dict(learning_rate=0.1, momentum=0.9, nesterov=True),
+           dict(learning_rate=0.1, momentum=0.9, clipnorm=0.5),
+           dict(learning_rate=0.1, global_clipnorm=0.5, clipvalue=0.3, decay=0.01)]
+
+
+def _tree(rng):
+  return {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+          "b": [jnp.asarray(rng.normal(size=(5,)), jnp.float32) for _ in range(4)],
+          "c": jnp.asarray(rng.normal(size=()), jnp.float32),
+          "h": jnp.asarray(rng.normal(size=(6,)), jnp.float16)}
+
+
+def _loss(params, x):
+  total = jnp.sum(jnp.tanh(params["a"] * x))
+  total += sum(jnp.sum(b * b) for b in params["b"]) + params["c"] ** 2
+  return total + jnp.sum(params["h"].astype(jnp.float32) ** 2)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=str)
+def test_flat_training_matches_tree_training(config):
+  rng = np.random.default_rng(0)
+  params = _tree(rng)
+  xs = [jnp.asarray(rng.normal(size=(3, 4)), jnp.float32) for _ in range(6)]
+  tx = oks.sgd(**config)
+
+  def run(p, loss):
+    state = tx.init(p)
+    step = jax.jit(lambda p, s, x: (lambda u, s: (optax.apply_updates(p, u), s))(
+        *tx.update(jax.grad(loss)(p, x), s, p)))
+    for x in xs:
+      p, state = step(p, state, x)
+    return p, state
+
+  tree, _ = run(params, _loss)
+  flat, state = run(oks.flatten(params), lambda f, x: _loss(f.unflatten(), x))
+  assert len(flat.buffers) == 2 and isinstance(oks.velocity(state) or flat,
+                                               oks.FlatParams)
+  # Elementwise steps are bitwise the same; norm sums may be ordered otherwise.
+  exact = "clipnorm" not in config and "global_clipnorm" not in config
+  for a, b in zip(jax.tree.leaves(flat.unflatten()), jax.tree.leaves(tree)):
+    assert a.dtype == b.dtype
+    assert_trajectories([[np.asarray(a, np.float64)]], [[np.asarray(b, np.float64)]],
+                        dtype=a.dtype, exact=exact)
+
+
+def test_flatten_roundtrip_and_errors():
+  params = {"x": jnp.arange(6.0).reshape(2, 3), "y": jnp.ones(2, jnp.bfloat16)}
+  flat = oks.flatten(params)
+  back = flat.unflatten()
+  for k in params:
+    np.testing.assert_array_equal(np.asarray(back[k], np.float32),
+                                  np.asarray(params[k], np.float32))
+    assert back[k].dtype == params[k].dtype
+  with pytest.raises(ValueError, match="no arrays"):
+    oks.flatten({})
