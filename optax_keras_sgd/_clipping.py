@@ -58,10 +58,11 @@ def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformati
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
-def _tensor_clip_by_norm(g: jax.Array, clipnorm) -> jax.Array:
-  """`tf.clip_by_norm(g, clipnorm)` on one tensor."""
+def _tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
+  """`tf.clip_by_norm(g, clipnorm)` on one tensor (or on each row of `g` with
+  `axis=1`)."""
   c = _numerics.as_threshold(clipnorm, g.dtype)
-  l2sum = jnp.sum(g * g)
+  l2sum = jnp.sum(g * g, axis=axis, keepdims=axis is not None)
   positive = l2sum > 0
   # lax.select, not jnp.where: no nested jit per leaf (compile time).
   l2sum_safe = lax.select(positive, l2sum, jnp.ones_like(l2sum))
@@ -71,17 +72,7 @@ def _tensor_clip_by_norm(g: jax.Array, clipnorm) -> jax.Array:
 
 def _flat_clip_by_norm(g: _flat.FlatParams, clipnorm) -> _flat.FlatParams:
   """`tf.clip_by_norm` on each original tensor inside flat buffers."""
-  out = []
-  for i, values in enumerate(g.buffers):
-    c = _numerics.as_threshold(clipnorm, values.dtype)
-    ids = g.segment_ids(i)
-    l2sum = jax.ops.segment_sum(values * values, ids,
-                                num_segments=len(g.layout.segments(i)),
-                                indices_are_sorted=True)
-    positive = l2sum > 0
-    l2norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, l2sum, 1)), l2sum)
-    out.append((values * c) / jnp.maximum(l2norm, c)[ids])
-  return g.with_buffers(out)
+  return g.map_tensors(lambda block: _tensor_clip_by_norm(block, clipnorm, axis=1))
 
 
 def clip_by_norm(clipnorm: jax.typing.ArrayLike) -> optax.GradientTransformation:

@@ -27,9 +27,19 @@ class _Layout:
   dtypes: tuple[str, ...]                 # the buffers' dtypes, in order
   leaves: tuple[tuple[int, int, tuple[int, ...]], ...]  # (buffer, offset, shape)
 
-  def segments(self, buffer: int) -> tuple[int, ...]:
-    """Sizes of the tensors in `buffer`, in order."""
-    return tuple(int(np.prod(shape)) for b, _, shape in self.leaves if b == buffer)
+  def runs(self, buffer: int) -> tuple[tuple[int, int, int], ...]:
+    """The tensors of `buffer` as runs of equal sizes: `(offset, count,
+    size)`, so that a run reshapes to a `(count, size)` block."""
+    out: list[list[int]] = []
+    for b, offset, shape in self.leaves:
+      if b != buffer:
+        continue
+      size = int(np.prod(shape))
+      if out and out[-1][2] == size and out[-1][0] + out[-1][1] * size == offset:
+        out[-1][1] += 1
+      else:
+        out.append([offset, 1, size])
+    return tuple((o, c, s) for o, c, s in out)
 
 
 @jax.tree_util.register_pytree_node_class
@@ -67,11 +77,16 @@ class FlatParams:
       leaves.append(self.buffers[b][offset:offset + size].reshape(shape))
     return jax.tree.unflatten(self.layout.treedef, leaves)
 
-  def segment_ids(self, buffer: int) -> jax.Array:
-    """For each element of `buffer`, the index of its tensor in the buffer."""
-    sizes = self.layout.segments(buffer)
-    return jnp.repeat(jnp.arange(len(sizes), dtype=jnp.int32), np.asarray(sizes),
-                      total_repeat_length=int(sum(sizes)))
+  def map_tensors(self, fn) -> FlatParams:
+    """Applies `fn` to every original tensor at once: `fn` gets blocks of
+    shape `(count, size)`, one row per tensor of a run of equal sizes, and
+    returns blocks of the same shape (no gather, no scatter)."""
+    buffers = []
+    for i, values in enumerate(self.buffers):
+      pieces = [fn(values[o:o + c * s].reshape(c, s)).reshape(-1)
+                for o, c, s in self.layout.runs(i)]
+      buffers.append(pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces))
+    return self.with_buffers(buffers)
 
   def with_buffers(self, buffers: Any) -> FlatParams:
     return FlatParams(tuple(buffers), self.layout)

@@ -36,7 +36,8 @@ class SGD:
     learning_rate: a number, scalar array, schedule (callable of the step,
       e.g. `optax_keras_sgd.schedules.ExponentialDecay`), or zero-argument
       callable read anew every step. Defaults to 0.01.
-    momentum: a number in [0, 1], scalar array, or zero-argument callable.
+    momentum: a number in [0, 1], scalar array, schedule (callable of the
+      step), or zero-argument callable.
     nesterov: whether to use Nesterov momentum.
     name: the optimizer's name.
     skip_non_finite: not in Keras: when True, a step whose gradients are not
@@ -79,7 +80,7 @@ class SGD:
                     "instead.", stacklevel=2)
       learning_rate = kwargs["lr"]
     _validation.check_learning_rate(learning_rate)
-    if not _hyperparameters.is_zero_argument_callable(momentum):
+    if not callable(momentum):
       _validation.check_momentum(momentum)
     _validation.check_bool("nesterov", nesterov)
     _validation.check_bool("skip_non_finite", skip_non_finite)
@@ -130,7 +131,7 @@ class SGD:
 
   @momentum.setter
   def momentum(self, value: Any) -> None:
-    if not _hyperparameters.is_zero_argument_callable(value):
+    if not callable(value):
       _validation.check_momentum(value)
     self._hyper["momentum"] = _hyperparameters.hold(
         "momentum", value, self._hyper["momentum"])
@@ -436,8 +437,8 @@ class SGD:
            slots: list[Variable]) -> None:
     lr = _hyperparameters.read(self._hyper["learning_rate"])
     lr_arg = jnp.zeros((), jnp.float32) if _hyperparameters.is_schedule(lr) else lr
-    momentum = _hyperparameters.read(self._hyper["momentum"]) \
-        if self._use_momentum else jnp.zeros((), jnp.float32)
+    momentum = self._read_momentum() if self._use_momentum \
+        else jnp.zeros((), jnp.float32)
     step = self._steps.get(
         self._config(),
         donate_values=_step.sole_owner(variables),
@@ -452,6 +453,14 @@ class SGD:
       s._value = x
     self.iterations._value = new_count
     self._skipped._value = skipped
+
+  def _read_momentum(self) -> jax.Array:
+    """This step's momentum: a schedule is evaluated here, on the host, at the
+    current step (its value enters the compiled step as an argument)."""
+    value = self._hyper["momentum"]
+    if _hyperparameters.is_schedule(value):
+      value = value(jnp.asarray(self.iterations.value(), jnp.float32))
+    return _hyperparameters.read(value)
 
   def _compute_gradients(self, loss, var_list, grad_loss, tape):
     if not callable(loss):

@@ -11,6 +11,7 @@ import sys
 
 import jax
 import jax.numpy as jnp
+import multiprocess_worker
 import numpy as np
 import optax
 from jax.sharding import AxisType, Mesh, NamedSharding
@@ -66,17 +67,8 @@ def check_state_follows_param_sharding():
       np.testing.assert_allclose(np.asarray(p[k]), np.asarray(q[k]), rtol=1e-6)
 
 
-def _data():
-  rng = np.random.default_rng(1)
-  x = rng.normal(size=(32, 8)).astype(np.float32)
-  y = rng.normal(size=(32, 4)).astype(np.float32)
-  w = rng.normal(size=(8, 4)).astype(np.float32)
-  return x, y, w
-
-
-def _loss(w, x, y):
-  # Summed over examples, as Keras's per-replica losses sum to the global one.
-  return jnp.sum((x @ w - y) ** 2) / 32.0
+# The same data and loss as the two-process run.
+_data, _loss = multiprocess_worker.data, multiprocess_worker.loss
 
 
 def _single_device(config, x, y, w0, steps):

@@ -189,3 +189,16 @@ def test_hyperparameters_set_between_steps_match_reference():
     np.testing.assert_array_equal(v.numpy(), tf_v.numpy())
   assert opt.compiled_count() <= 2  # at most with and without donation
   del lr
+
+
+def test_momentum_schedule_matches_reference_given_the_same_values():
+  momenta = lambda step: jnp.where(step < 2, 0.5, 0.9)  # noqa: E731
+  tf_v, v = tf.Variable([1.0, -2.0]), Variable([1.0, -2.0])
+  tf_opt, opt = keras_sgd(0.1, momentum=0.5), SGD(0.1, momentum=momenta)
+  for i in range(5):
+    tf_opt.momentum = 0.5 if i < 2 else 0.9
+    g = np.float32([0.5, -1.5]) * (i + 1)
+    tf_opt.apply_gradients([(tf.constant(g), tf_v)])
+    opt.apply_gradients([(jnp.asarray(g), v)])
+    np.testing.assert_array_equal(v.numpy(), tf_v.numpy())
+  assert opt.compiled_count() <= 2

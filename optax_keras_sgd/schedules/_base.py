@@ -35,7 +35,8 @@ class LearningRateSchedule(abc.ABC):
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
-    if cls.__module__.startswith("optax_keras_sgd.schedules"):
+    if cls.__module__.startswith("optax_keras_sgd.schedules") and \
+        not cls.__name__.startswith("_"):
       _BUILTINS[cls.__name__] = cls
 
   @abc.abstractmethod

@@ -42,7 +42,33 @@ def _number(name: str, value: Any, cls: str) -> None:
     raise TypeError(f"{cls}: `{name}` must be a number. Received: {name}={value!r}.")
 
 
-class ExponentialDecay(LearningRateSchedule):
+class _RateDecay(LearningRateSchedule):
+  """The arguments and config shared by ExponentialDecay and InverseTimeDecay."""
+
+  def __init__(self, initial_learning_rate: float, decay_steps: float,
+               decay_rate: float, staircase: bool = False, name: str | None = None):
+    cls = type(self).__name__
+    _number("initial_learning_rate", initial_learning_rate, cls)
+    _positive("decay_steps", decay_steps, cls)
+    _number("decay_rate", decay_rate, cls)
+    self.initial_learning_rate = initial_learning_rate
+    self.decay_steps = decay_steps
+    self.decay_rate = decay_rate
+    self.staircase = staircase
+    self.name = name
+
+  def _progress(self, step) -> jax.Array:
+    """`step / decay_steps`, floored with `staircase`."""
+    p = _step(step) / _f32(self.decay_steps)
+    return jnp.floor(p) if self.staircase else p
+
+  def get_config(self):
+    return {"initial_learning_rate": self.initial_learning_rate,
+            "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
+            "staircase": self.staircase, "name": self.name}
+
+
+class ExponentialDecay(_RateDecay):
   """`initial_learning_rate * decay_rate ** (step / decay_steps)`.
 
   With `staircase=True` the exponent is floored, so the rate drops every
@@ -54,27 +80,9 @@ class ExponentialDecay(LearningRateSchedule):
     0.025
   """
 
-  def __init__(self, initial_learning_rate: float, decay_steps: float,
-               decay_rate: float, staircase: bool = False, name: str | None = None):
-    _number("initial_learning_rate", initial_learning_rate, "ExponentialDecay")
-    _positive("decay_steps", decay_steps, "ExponentialDecay")
-    _number("decay_rate", decay_rate, "ExponentialDecay")
-    self.initial_learning_rate = initial_learning_rate
-    self.decay_steps = decay_steps
-    self.decay_rate = decay_rate
-    self.staircase = staircase
-    self.name = name
-
   def __call__(self, step):
-    p = _step(step) / _f32(self.decay_steps)
-    if self.staircase:
-      p = jnp.floor(p)
-    return _f32(self.initial_learning_rate) * jnp.power(_f32(self.decay_rate), p)
-
-  def get_config(self):
-    return {"initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
-            "staircase": self.staircase, "name": self.name}
+    return _f32(self.initial_learning_rate) * jnp.power(_f32(self.decay_rate),
+                                                        self._progress(step))
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -163,7 +171,7 @@ class PolynomialDecay(LearningRateSchedule):
             "cycle": self.cycle, "name": self.name}
 
 
-class InverseTimeDecay(LearningRateSchedule):
+class InverseTimeDecay(_RateDecay):
   """`initial_learning_rate / (1 + decay_rate * step / decay_steps)`.
 
   Examples:
@@ -172,28 +180,9 @@ class InverseTimeDecay(LearningRateSchedule):
     0.05
   """
 
-  def __init__(self, initial_learning_rate: float, decay_steps: float,
-               decay_rate: float, staircase: bool = False, name: str | None = None):
-    _number("initial_learning_rate", initial_learning_rate, "InverseTimeDecay")
-    _positive("decay_steps", decay_steps, "InverseTimeDecay")
-    _number("decay_rate", decay_rate, "InverseTimeDecay")
-    self.initial_learning_rate = initial_learning_rate
-    self.decay_steps = decay_steps
-    self.decay_rate = decay_rate
-    self.staircase = staircase
-    self.name = name
-
   def __call__(self, step):
-    p = _step(step) / _f32(self.decay_steps)
-    if self.staircase:
-      p = jnp.floor(p)
-    denominator = _f32(1) + rounded(_f32(self.decay_rate) * p)
+    denominator = _f32(1) + rounded(_f32(self.decay_rate) * self._progress(step))
     return _f32(self.initial_learning_rate) / denominator
-
-  def get_config(self):
-    return {"initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
-            "staircase": self.staircase, "name": self.name}
 
 
 def _cosine(step, decay_steps, alpha, decay_from):
