@@ -1,6 +1,6 @@
 """The benchmark suite: this package against its peers, in one process.
 
-    python benchmarks/run.py            # everything (about 15 minutes on 2 cores)
+    python benchmarks/run.py            # everything (about 12 minutes on 2 cores)
     python benchmarks/run.py --quick    # momentum variants only, fewer steps
 
 Times one SGD step per contender (see peers.py) on each workload (see
@@ -37,7 +37,7 @@ import workloads  # noqa: E402
 import optax_keras_sgd as oks  # noqa: E402
 
 
-def block_ms(runs, passes=2, warmup=3, min_steps=5, max_steps=30, budget_s=2.0,
+def block_ms(runs, passes=2, warmup=3, min_steps=5, max_steps=20, budget_s=1.0,
              seed=0):
   """Median ms/step of each run. Each contender is timed in a block of
   consecutive steps after a short idle pause (so the thread pools of the
@@ -150,7 +150,7 @@ def main():
     memory_probe(args.memory_probe == "donate")
     return
   args.variants = ["momentum"] if args.quick else list(peers.VARIANTS)
-  args.max_steps = 10 if args.quick else 30
+  args.max_steps = 10 if args.quick else 20
 
   torch_threads = ""
   try:
