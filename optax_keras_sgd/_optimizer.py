@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_keras_sgd import _hyperparameters, _momentum, _sparse, _step, _validation
+from optax_keras_sgd import (
+    _hyperparameters,
+    _inputs,
+    _momentum,
+    _sparse,
+    _step,
+    _validation,
+)
 from optax_keras_sgd._variable import Variable
 
 ALLOWED_KWARGS = {"clipnorm", "clipvalue", "lr", "decay", "global_clipnorm"}
@@ -88,9 +95,9 @@ class SGD:
                                      kwargs.get("global_clipnorm"))
     self._name = name
     self._decay = float(kwargs.get("decay", 0.0))
-    self._clipvalue = _threshold(kwargs.get("clipvalue"))
-    self._clipnorm = _threshold(kwargs.get("clipnorm"))
-    self._global_clipnorm = _threshold(kwargs.get("global_clipnorm"))
+    self._clipvalue = _inputs.threshold(kwargs.get("clipvalue"))
+    self._clipnorm = _inputs.threshold(kwargs.get("clipnorm"))
+    self._global_clipnorm = _inputs.threshold(kwargs.get("global_clipnorm"))
     self._nesterov = bool(nesterov)
     self._skip_non_finite = bool(skip_non_finite)
     self._skipped = Variable(jnp.zeros((), jnp.int32), name="skipped",
@@ -157,7 +164,7 @@ class SGD:
   def clipvalue(self, value: float | None) -> None:
     if value is not None:
       _validation.check_non_negative("clipvalue", value)
-    self._clipvalue = _threshold(value)
+    self._clipvalue = _inputs.threshold(value)
 
   @property
   def clipnorm(self) -> float | None:
@@ -168,7 +175,7 @@ class SGD:
     if value is not None:
       _validation.check_non_negative("clipnorm", value)
     _validation.check_clip_exclusive(value, self._global_clipnorm)
-    self._clipnorm = _threshold(value)
+    self._clipnorm = _inputs.threshold(value)
 
   @property
   def global_clipnorm(self) -> float | None:
@@ -179,7 +186,7 @@ class SGD:
     if value is not None:
       _validation.check_non_negative("global_clipnorm", value)
     _validation.check_clip_exclusive(self._clipnorm, value)
-    self._global_clipnorm = _threshold(value)
+    self._global_clipnorm = _inputs.threshold(value)
 
   @property
   def name(self) -> str:
@@ -203,7 +210,7 @@ class SGD:
 
   @iterations.setter
   def iterations(self, value: Any) -> None:
-    self.iterations.assign(_as_count(value, "iterations"))
+    self.iterations.assign(_inputs.as_count(value, "iterations"))
 
   def add_slot(self, var: Any, slot_name: str, initializer: Any = "zeros",
                shape: Any = None) -> Variable:
@@ -286,9 +293,9 @@ class SGD:
             f"provided weight shape {tuple(w.shape)}."
         )
       if p is self._iterations:
-        staged.append(_as_count(w, "weights[0] (iterations)"))
+        staged.append(_inputs.as_count(w, "weights[0] (iterations)"))
       else:
-        staged.append(_as_slot_value(w, p))
+        staged.append(_inputs.as_slot_value(w, p))
     for p, w in zip(params, staged):
       p.assign(w)
 
@@ -342,14 +349,14 @@ class SGD:
       The new step count (an object with `.numpy()`).
     """
     del name, experimental_aggregate_gradients
-    pairs = _filter_none(_check_pairs(grads_and_vars))
+    pairs = _inputs.filter_none(_inputs.check_pairs(grads_and_vars))
     variables = [v for _, v in pairs]
     grads = [g for g, _ in pairs]
     for g, v in pairs:
       value = v._value
       if getattr(g, "shape", None) != value.shape or getattr(g, "dtype", None) != \
           value.dtype:  # the detailed check, only when the fast one fails
-        _check_gradient(g, v.shape, v.dtype, f"variable '{v.name}'")
+        _inputs.check_gradient(g, v.shape, v.dtype, f"variable '{v.name}'")
     del value  # a reference held here would stop the buffer's donation
     for v in variables:
       self._check_variable(v)
@@ -382,7 +389,7 @@ class SGD:
     leaves = [leaf for _, leaf in paths]
     grad_leaves = _sparse.tree_leaves_gradients(grads)
     for (path, leaf), g in zip(paths, grad_leaves):
-      _check_gradient(g, jnp.shape(leaf), jnp.result_type(leaf),
+      _inputs.check_gradient(g, jnp.shape(leaf), jnp.result_type(leaf),
                       f"parameter {jax.tree_util.keystr(path)}")
     targets = self._slot_targets(params)
     _validation.check_float_leaves(params, "The parameter")
@@ -516,74 +523,3 @@ class SGD:
   def __repr__(self) -> str:
     return (f"<optax_keras_sgd.SGD name={self._name!r} "
             f"iterations={int(self.iterations)}>")
-
-
-def _threshold(value: Any) -> float | None:
-  """A clip threshold as the Python number Keras keeps (hashable, so it can
-  key the compiled step; a changed threshold compiles a new step)."""
-  return None if value is None else float(value)
-
-
-def _as_count(value: Any, what: str) -> jax.Array:
-  value = np.asarray(value)
-  if value.shape != () or not np.issubdtype(value.dtype, np.integer) or not (
-      0 <= int(value) <= np.iinfo(np.int32).max):
-    raise ValueError(f"`{what}` must be a non-negative integer scalar below 2**31. "
-                     f"Received: {value!r}.")
-  return jnp.asarray(value, jnp.int32)
-
-
-def _as_slot_value(value: np.ndarray, slot: Variable) -> jax.Array:
-  if not (np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16"
-          or np.issubdtype(value.dtype, np.integer)):
-    raise TypeError(f"Cannot load a weight of dtype {value.dtype} into slot "
-                    f"'{slot.name}' of dtype {slot.dtype}.")
-  return jnp.asarray(value).astype(slot.dtype)
-
-
-def _check_pairs(grads_and_vars: Iterable[Any]) -> list[tuple[Any, Variable]]:
-  try:
-    pairs = list(grads_and_vars)
-  except TypeError:
-    raise TypeError("`grads_and_vars` must be an iterable of (gradient, Variable) "
-                    f"pairs. Received: {type(grads_and_vars).__name__}.") from None
-  for i, pair in enumerate(pairs):
-    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-      raise TypeError(f"`grads_and_vars[{i}]` must be a (gradient, Variable) "
-                      f"pair. Received: {pair!r:.80}.")
-    if not isinstance(pair[1], Variable):
-      raise TypeError(f"`grads_and_vars[{i}][1]` must be an "
-                      f"optax_keras_sgd.Variable. Received: "
-                      f"{type(pair[1]).__name__}.")
-  seen = set()
-  for _, v in pairs:
-    if id(v) in seen:
-      raise ValueError(f"Variable '{v.name}' appears more than once in "
-                       "`grads_and_vars`.")
-    seen.add(id(v))
-  return [tuple(p) for p in pairs]
-
-
-def _filter_none(pairs: list[tuple[Any, Variable]]) -> list[tuple[Any, Variable]]:
-  kept = [(g, v) for g, v in pairs if g is not None]
-  if not kept:
-    names = ([v.name for _, v in pairs],)
-    raise ValueError(f"No gradients provided for any variable: {names}. "
-                     f"Provided `grads_and_vars` is {tuple(pairs)!r:.200}.")
-  missing = [v.name for g, v in pairs if g is None]
-  if missing:
-    warnings.warn(f"Gradients do not exist for variables {missing} when "
-                  "minimizing the loss.", stacklevel=3)
-  return kept
-
-
-def _check_gradient(g: Any, shape: tuple[int, ...], dtype: Any, what: str) -> None:
-  g_shape = tuple(g.dense_shape) if isinstance(g, _sparse.IndexedSlices) \
-      else tuple(jnp.shape(g))
-  if g_shape != tuple(shape):
-    raise ValueError(f"The gradient for {what} has shape {g_shape}, but the "
-                     f"{what.split()[0]} has shape {tuple(shape)}.")
-  g_dtype = g.dtype if hasattr(g, "dtype") else jnp.result_type(g)
-  if jnp.dtype(g_dtype) != jnp.dtype(dtype):
-    raise TypeError(f"The gradient for {what} has dtype {jnp.dtype(g_dtype)}, "
-                    f"but the {what.split()[0]} has dtype {jnp.dtype(dtype)}.")
