@@ -349,6 +349,9 @@ class SGD:
       The new step count (an object with `.numpy()`).
     """
     del name, experimental_aggregate_gradients
+    if self._pytree is not None:
+      raise ValueError("This optimizer already trains a pytree (`update`); use a "
+                       "separate SGD instance for Variables.")
     pairs = _inputs.filter_none(_inputs.check_pairs(grads_and_vars))
     variables = [v for _, v in pairs]
     grads = [g for g, _ in pairs]

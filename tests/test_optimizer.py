@@ -166,6 +166,8 @@ def test_pytree_path_matches_numpy_rule():
   assert opt.compiled_count() == 1
   with pytest.raises(ValueError, match="tree structure"):
     opt.update({"w": params["w"]}, {"w": params["w"]})
+  with pytest.raises(ValueError, match="already trains a pytree"):
+    opt.apply_gradients([(jnp.ones(2), Variable(jnp.ones(2)))])
 
 
 def test_set_weights_before_first_step_after_build():
