@@ -98,7 +98,7 @@ def train_functional(tx: optax.GradientTransformation, label: str, data, args,
   def step(params, state, xb, yb):
     loss, grads = jax.value_and_grad(loss_fn)(params, xb, yb)
     updates, state = tx.update(grads, state, params)
-    return optax.apply_updates(params, updates), state, loss, optax.global_norm(updates)
+    return optax.apply_updates(params, updates), state, loss, optax.tree.norm(updates)
 
   losses, norms = [], []
   stream = batches(data[0], data[1], args.batch_size, args.steps, args.seed)
