@@ -126,6 +126,12 @@ def global_norm(updates) -> jax.Array:
   Each tensor's half squared norm is computed in its own dtype (TensorFlow's
   `l2_loss`); they are summed in their common result dtype. An
   `IndexedSlices` counts with its raw values.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import global_norm
+    >>> global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
+    Array(5., dtype=float32)
   """
   values = [_sparse.dense_values(g) for g in _sparse.tree_leaves_gradients(updates)]
   dtype = jnp.result_type(*values)

@@ -108,6 +108,13 @@ def flatten(params: Any) -> FlatParams:
 
   Raises:
     ValueError: if `params` has no array leaves.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import flatten
+    >>> flat = flatten({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
+    >>> flat.buffers[0].shape, flat.unflatten()["w"].shape
+    ((9,), (2, 3))
   """
   leaves, treedef = jax.tree.flatten(params)
   if not leaves:

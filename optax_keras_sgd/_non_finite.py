@@ -76,7 +76,16 @@ def skip_non_finite(
 
 
 def skipped_steps(state: optax.OptState) -> jax.Array:
-  """How many steps `skip_non_finite` has skipped, from its state."""
+  """How many steps `skip_non_finite` has skipped, from its state.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import sgd, skip_non_finite, skipped_steps
+    >>> tx = skip_non_finite(sgd(0.1))
+    >>> _, state = tx.update(jnp.array([jnp.inf]), tx.init(jnp.zeros(1)))
+    >>> int(skipped_steps(state))
+    1
+  """
   found = [s for s in jax.tree.leaves(
       state, is_leaf=lambda x: isinstance(x, SkipNonFiniteState))
       if isinstance(s, SkipNonFiniteState)]

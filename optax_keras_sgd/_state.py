@@ -43,6 +43,17 @@ def iterations(state: optax.OptState) -> jax.Array:
 
 
 def velocity(state: optax.OptState) -> Any | None:
-  """The velocities (Keras's `momentum` slots), or None without momentum."""
+  """The velocities (Keras's `momentum` slots), or None without momentum.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optax_keras_sgd import sgd, velocity
+    >>> tx = sgd(0.1, momentum=0.9)
+    >>> _, state = tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))
+    >>> velocity(state)
+    Array([-0.1, -0.1], dtype=float32)
+    >>> velocity(sgd(0.1).init(jnp.zeros(2))) is None
+    True
+  """
   found = _find(state, _momentum.TraceState)
   return found[0].velocity if found else None

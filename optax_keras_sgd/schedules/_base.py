@@ -71,6 +71,11 @@ def serialize(schedule: LearningRateSchedule) -> dict[str, Any]:
 
   Raises:
     TypeError: if `schedule` is not a `LearningRateSchedule`.
+
+  Examples:
+    >>> from optax_keras_sgd import schedules
+    >>> schedules.serialize(schedules.InverseTimeDecay(0.1, 5, 0.5))["class_name"]
+    'InverseTimeDecay'
   """
   if not isinstance(schedule, LearningRateSchedule):
     raise TypeError("`schedule` must be an optax_keras_sgd.schedules."
@@ -91,6 +96,15 @@ def deserialize(config: dict[str, Any],
 
   Raises:
     ValueError: for a dict without `class_name`/`config`, or an unknown class.
+
+  Examples:
+    >>> from optax_keras_sgd import schedules
+    >>> config = {"module": "keras.optimizers.schedules",
+    ...           "class_name": "ExponentialDecay", "registered_name": None,
+    ...           "config": {"initial_learning_rate": 0.1, "decay_steps": 10,
+    ...                      "decay_rate": 0.5, "staircase": False, "name": None}}
+    >>> round(float(schedules.deserialize(config)(10)), 6)
+    0.05
   """
   if not isinstance(config, dict) or "class_name" not in config \
       or "config" not in config:
