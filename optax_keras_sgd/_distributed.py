@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,18 @@ def _concatenate_replicas(x: jax.Array, axis_name: AxisName) -> jax.Array:
   blocks = jnp.zeros((size,) + x.shape, x.dtype)
   blocks = blocks.at[jax.lax.axis_index(axis_name)].set(x)
   return jax.lax.psum(blocks, axis_name).reshape((size * x.shape[0],) + x.shape[1:])
+
+
+def _sum_over(g: Any, over: tuple) -> Any:
+  """`g` summed over the axes `over` (slices concatenated), or `g` itself."""
+  if not over:
+    return g
+  if isinstance(g, _sparse.IndexedSlices):
+    return _sparse.IndexedSlices.unchecked(
+        _concatenate_replicas(g.values, over),
+        _concatenate_replicas(g.indices, over),
+        g.dense_shape)
+  return jax.lax.psum(g, over)
 
 
 def aggregate_gradients(axis_name: AxisName) -> optax.GradientTransformation:
@@ -74,25 +87,19 @@ def aggregate_gradients(axis_name: AxisName) -> optax.GradientTransformation:
 
   axes = tuple(axis_name) if isinstance(axis_name, (tuple, list)) else (axis_name,)
 
-  def varying_axes(x):
-    """The axes over which `x` still differs between replicas."""
-    typed = [a for a in axes if a in _varying_over(jax.lax.axis_index(a))]
-    untyped = [a for a in axes if a not in typed]   # check_vma=False, pmap
-    return tuple(a for a in typed if a in _varying_over(x)) + tuple(untyped)
-
-  def aggregate(g):
-    over = varying_axes(_sparse.dense_values(g))
-    if not over:
-      return g
-    if isinstance(g, _sparse.IndexedSlices):
-      return _sparse.IndexedSlices.unchecked(
-          _concatenate_replicas(g.values, over),
-          _concatenate_replicas(g.indices, over),
-          g.dense_shape)
-    return jax.lax.psum(g, over)
-
   def update_fn(updates, state, params=None):
     del params
+    # Axes where values carry vma types (check_vma=True) sum only the
+    # gradients still varying over them; the others (check_vma=False, pmap)
+    # sum every gradient.
+    typed = [a for a in axes if a in _varying_over(jax.lax.axis_index(a))]
+    untyped = tuple(a for a in axes if a not in typed)
+
+    def aggregate(g):
+      varying = _varying_over(_sparse.dense_values(g))
+      over = tuple(a for a in typed if a in varying) + untyped
+      return _sum_over(g, over)
+
     return _sparse.tree_map_gradients(aggregate, updates), state
 
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)

@@ -21,10 +21,9 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class _Layout:
-  """Where each leaf lives: its buffer (by dtype), offset, shape."""
+  """Where each leaf lives: its buffer (one per dtype), offset, shape."""
 
   treedef: Any
-  dtypes: tuple[str, ...]                 # the buffers' dtypes, in order
   leaves: tuple[tuple[int, int, tuple[int, ...]], ...]  # (buffer, offset, shape)
 
   def runs(self, buffer: int) -> tuple[tuple[int, int, int], ...]:
@@ -132,7 +131,7 @@ def flatten(params: Any) -> FlatParams:
     placed.append((dtypes.index(name), offsets[name], tuple(leaf.shape)))
     parts[name].append(leaf.reshape(-1))
     offsets[name] += leaf.size
-  layout = _Layout(treedef, tuple(dtypes), tuple(placed))
+  layout = _Layout(treedef, tuple(placed))
   return FlatParams(tuple(jnp.concatenate(parts[d]) for d in dtypes), layout)
 
 

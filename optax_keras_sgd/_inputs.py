@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_keras_sgd import _sparse
 from optax_keras_sgd._variable import Variable
 
 
@@ -75,15 +74,3 @@ def filter_none(pairs: list[tuple[Any, Variable]]) -> list[tuple[Any, Variable]]
     warnings.warn(f"Gradients do not exist for variables {missing} when "
                   "minimizing the loss.", stacklevel=3)
   return kept
-
-
-def check_gradient(g: Any, shape: tuple[int, ...], dtype: Any, what: str) -> None:
-  g_shape = tuple(g.dense_shape) if isinstance(g, _sparse.IndexedSlices) \
-      else tuple(jnp.shape(g))
-  if g_shape != tuple(shape):
-    raise ValueError(f"The gradient for {what} has shape {g_shape}, but the "
-                     f"{what.split()[0]} has shape {tuple(shape)}.")
-  g_dtype = g.dtype if hasattr(g, "dtype") else jnp.result_type(g)
-  if jnp.dtype(g_dtype) != jnp.dtype(dtype):
-    raise TypeError(f"The gradient for {what} has dtype {jnp.dtype(g_dtype)}, "
-                    f"but the {what.split()[0]} has dtype {jnp.dtype(dtype)}.")

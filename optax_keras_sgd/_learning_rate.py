@@ -107,6 +107,3 @@ def scale_by_learning_rate(
     )
 
   return optax.GradientTransformation(init_fn, update_fn)
-
-
-

@@ -359,7 +359,8 @@ class SGD:
       value = v._value
       if getattr(g, "shape", None) != value.shape or getattr(g, "dtype", None) != \
           value.dtype:  # the detailed check, only when the fast one fails
-        _inputs.check_gradient(g, v.shape, v.dtype, f"variable '{v.name}'")
+        _validation.check_gradient(g, v.shape, v.dtype, f"for variable '{v.name}'",
+                                   "variable")
     del value  # a reference held here would stop the buffer's donation
     for v in variables:
       self._check_variable(v)
@@ -384,25 +385,14 @@ class SGD:
     elif treedef != self._pytree:
       raise ValueError(f"`params` has tree structure {treedef}, but this "
                        f"optimizer was first used with {self._pytree}.")
-    grad_def = jax.tree.structure(grads, is_leaf=_sparse.is_indexed_slices)
-    if grad_def != treedef:
-      raise ValueError(f"`grads` has tree structure {grad_def}, which does not "
-                       f"match `params`' {treedef}.")
-    paths = jax.tree_util.tree_flatten_with_path(params)[0]
-    leaves = [leaf for _, leaf in paths]
-    grad_leaves = _sparse.tree_leaves_gradients(grads)
-    for (path, leaf), g in zip(paths, grad_leaves):
-      _inputs.check_gradient(g, jnp.shape(leaf), jnp.result_type(leaf),
-                      f"parameter {jax.tree_util.keystr(path)}")
-    targets = self._slot_targets(params)
+    _validation.check_gradients_match(grads, params)
     _validation.check_float_leaves(params, "The parameter")
-    if self._use_momentum:
-      for key, leaf, name in targets:
-        self._add_momentum_slot(key, leaf, name)
-    slots = [self._slots[k]["momentum"] for k, _, _ in targets] \
+    self.build(params)
+    slots = [self._slots[k]["momentum"] for k, _, _ in self._slot_targets(params)] \
         if self._use_momentum else []
+    grad_leaves = _sparse.tree_leaves_gradients(grads)
     holders = [Variable.tree_unflatten(("param", True), (jnp.asarray(x),))
-               for x in leaves]
+               for x in jax.tree.leaves(params)]
     self._run(holders, grad_leaves, slots)
     return jax.tree.unflatten(treedef, [h.value() for h in holders])
 
@@ -425,9 +415,10 @@ class SGD:
     creates its slot): later steps skip the work."""
     if self._checked.get(id(v)) is v.dtype:
       return
-    _validation.check_float_leaves(v.value(), f"Variable '{v.name}'")
     if self._use_momentum:
-      self._add_momentum_slot(id(v), v, v.name)
+      self._add_momentum_slot(id(v), v, v.name)  # checks the dtype too
+    else:
+      _validation.check_float_leaves(v.value(), f"Variable '{v.name}'")
     self._checked[id(v)] = v.dtype
 
   def _config(self) -> _step.StepConfig:
@@ -445,8 +436,9 @@ class SGD:
 
   def _run(self, variables: list[Any], grads: list[Any],
            slots: list[Variable]) -> None:
-    lr = _hyperparameters.read(self._hyper["learning_rate"])
-    lr_arg = jnp.zeros((), jnp.float32) if _hyperparameters.is_schedule(lr) else lr
+    lr = self._hyper["learning_rate"]  # a schedule is traced in (see _config)
+    lr_arg = jnp.zeros((), jnp.float32) if _hyperparameters.is_schedule(lr) \
+        else _hyperparameters.read(lr)
     momentum = self._read_momentum() if self._use_momentum \
         else jnp.zeros((), jnp.float32)
     step = self._steps.get(

@@ -218,8 +218,6 @@ def apply_updates(params: Any, updates: Any) -> Any:
   """
 
   def apply(u, p):
-    if p is None:
-      return None
     p = jnp.asarray(p)
     if isinstance(u, IndexedSlices):
       return p.at[u.indices].add(u.values.astype(p.dtype), mode="drop")

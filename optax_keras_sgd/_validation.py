@@ -128,7 +128,7 @@ def check_gradients_match(updates: Any, params: Any) -> None:
     ValueError: naming the first leaf path whose structure or shape differs.
     TypeError: naming the first leaf path whose dtype differs.
   """
-  from optax_keras_sgd._sparse import IndexedSlices, is_indexed_slices
+  from optax_keras_sgd._sparse import is_indexed_slices
 
   g_leaves, g_def = jax.tree_util.tree_flatten_with_path(
       updates, is_leaf=is_indexed_slices)
@@ -139,12 +139,25 @@ def check_gradients_match(updates: Any, params: Any) -> None:
         "The gradients and the params have different tree structures. "
         f"Gradients: {g_def}; params: {p_def}.")
   for (path, g), (_, p) in zip(g_leaves, p_leaves):
-    where = jax.tree_util.keystr(path) or "<root>"
-    g_shape = g.dense_shape if isinstance(g, IndexedSlices) else np.shape(g)
-    if tuple(g_shape) != tuple(np.shape(p)):
-      raise ValueError(f"The gradient at {where} has shape {tuple(g_shape)}, but "
-                       f"the parameter has shape {tuple(np.shape(p))}.")
-    g_dtype, p_dtype = jax.numpy.result_type(g.dtype), jax.numpy.result_type(p)
-    if g_dtype != p_dtype:
-      raise TypeError(f"The gradient at {where} has dtype {g_dtype}, but the "
-                      f"parameter has dtype {p_dtype}. Cast one to the other.")
+    where = f"at {jax.tree_util.keystr(path) or '<root>'}"
+    check_gradient(g, np.shape(p), jax.numpy.result_type(p), where, "parameter")
+
+
+def check_gradient(g: Any, shape: Any, dtype: Any, where: str, owner: str) -> None:
+  """One gradient (dense or `IndexedSlices`) against its parameter's shape and
+  dtype; `where` and `owner` name them ("at ['w']", "parameter").
+
+  Raises:
+    ValueError: if the shapes differ.
+    TypeError: if the dtypes differ.
+  """
+  from optax_keras_sgd._sparse import IndexedSlices
+
+  g_shape = g.dense_shape if isinstance(g, IndexedSlices) else np.shape(g)
+  if tuple(g_shape) != tuple(shape):
+    raise ValueError(f"The gradient {where} has shape {tuple(g_shape)}, but the "
+                     f"{owner} has shape {tuple(shape)}.")
+  g_dtype = jax.numpy.result_type(getattr(g, "dtype", None) or g)
+  if g_dtype != jax.numpy.dtype(dtype):
+    raise TypeError(f"The gradient {where} has dtype {g_dtype}, but the {owner} "
+                    f"has dtype {jax.numpy.dtype(dtype)}. Cast one to the other.")

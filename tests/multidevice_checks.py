@@ -89,14 +89,7 @@ def check_shard_map_sums_replica_gradients_once():
   expected = _single_device(config, x, y, w0, 4)
   for check_vma in (True, False):
     tx = oks.sgd(**config, axis_name="data")
-
-    def local_step(w, state, xb, yb):
-      u, state = tx.update(jax.grad(_loss)(w, xb, yb), state, w)
-      return optax.apply_updates(w, u), state
-
-    step = jax.jit(jax.shard_map(local_step, mesh=mesh,
-                                 in_specs=(P(), P(), P("data"), P("data")),
-                                 out_specs=(P(), P()), check_vma=check_vma))
+    step = multiprocess_worker.data_parallel_step(tx, mesh, check_vma)
     w, state = put(w0, P()), jax.tree.map(lambda a: put(a, P()), tx.init(w0))
     for _ in range(4):
       w, state = step(w, state, put(x, P("data")), put(y, P("data")))
@@ -108,16 +101,8 @@ def check_shard_map_aggregates_before_clipping():
   x, y, w0 = _data()
   mesh = jax.make_mesh((8,), ("data",))
   config = dict(learning_rate=0.1, momentum=0.9, nesterov=True, clipnorm=0.01)
-  tx = oks.sgd(**config, axis_name="data")
-
-  def local_step(w, state, xb, yb):
-    g = jax.grad(_loss)(w, xb, yb)                  # this replica's gradient
-    u, state = tx.update(g, state, w)               # psum, then clip, then step
-    return optax.apply_updates(w, u), state
-
-  step = jax.jit(jax.shard_map(local_step, mesh=mesh,
-                               in_specs=(P(), P(), P("data"), P("data")),
-                               out_specs=(P(), P())))
+  tx = oks.sgd(**config, axis_name="data")   # psum, then clip, then step
+  step = multiprocess_worker.data_parallel_step(tx, mesh)
   put = lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))  # noqa: E731
   xs, ys = put(x, P("data")), put(y, P("data"))
   w, state = put(w0, P()), jax.tree.map(lambda a: put(a, P()), tx.init(w0))

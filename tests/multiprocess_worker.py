@@ -39,6 +39,19 @@ def loss(w, x, y):
   return jnp.sum((x @ w - y) ** 2) / 32.0
 
 
+def data_parallel_step(tx, mesh, check_vma: bool = True):
+  """One jitted step inside `shard_map`: each replica differentiates `loss` on
+  its part of the batch and `tx` (made with `axis_name="data"`) sums."""
+
+  def local_step(w, state, xb, yb):
+    u, state = tx.update(jax.grad(loss)(w, xb, yb), state, w)
+    return optax.apply_updates(w, u), state
+
+  return jax.jit(jax.shard_map(local_step, mesh=mesh,
+                               in_specs=(P(), P(), P("data"), P("data")),
+                               out_specs=(P(), P()), check_vma=check_vma))
+
+
 def main(process_id: int, port: int, out: str) -> None:
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -55,14 +68,7 @@ def main(process_id: int, port: int, out: str) -> None:
   replicated = NamedSharding(mesh, P())
 
   tx = oks.sgd(**CONFIG, axis_name="data")
-
-  def local_step(w, state, xb, yb):
-    u, state = tx.update(jax.grad(loss)(w, xb, yb), state, w)
-    return optax.apply_updates(w, u), state
-
-  step = jax.jit(jax.shard_map(local_step, mesh=mesh,
-                               in_specs=(P(), P(), P("data"), P("data")),
-                               out_specs=(P(), P())))
+  step = data_parallel_step(tx, mesh)
   put = lambda a: jax.make_array_from_process_local_data(replicated, a)  # noqa: E731
   w = put(w0)
   state = jax.tree.map(lambda a: put(np.asarray(a)), tx.init(w0))

@@ -80,14 +80,12 @@ def test_matches_numpy_rule_over_every_option(config):
 
 
 def test_schedule_reads_step_before_update():
-  seen = []
   schedule = lambda step: 0.1 * (step + 1)  # noqa: E731
   params, grads = [np.zeros(())], [[np.ones(())] for _ in range(4)]
   ours = run_sgd(params, grads, jit=False, learning_rate=schedule)
   expected = numpy_rule.run([np.float32(0)], [[np.float32(1)]] * 4,
                             learning_rate=schedule)
   assert_trajectories(ours, expected)
-  del seen
 
 
 def test_works_on_nested_pytrees():

@@ -171,12 +171,6 @@ def test_schedule_learning_rate_in_facade_matches_reference():
 def test_hyperparameters_set_between_steps_match_reference():
   tf_v, v = tf.Variable([1.0, -2.0]), Variable([1.0, -2.0])
   tf_opt, opt = keras_sgd(0.1, momentum=0.9), SGD(0.1, momentum=0.9)
-  counter = {"n": 0}
-
-  def lr():
-    counter["n"] += 1
-    return 0.05 * counter["n"]
-
   for i, (new_lr, new_m) in enumerate([(0.1, 0.9), (0.5, 0.5), (0.02, 0.0),
                                        (0.3, 0.95)]):
     tf_opt.learning_rate, tf_opt.momentum = new_lr, new_m
@@ -188,7 +182,6 @@ def test_hyperparameters_set_between_steps_match_reference():
     opt.apply_gradients([(jnp.asarray(g), v)])
     np.testing.assert_array_equal(v.numpy(), tf_v.numpy())
   assert opt.compiled_count() <= 2  # at most with and without donation
-  del lr
 
 
 def test_momentum_schedule_matches_reference_given_the_same_values():
