@@ -58,16 +58,26 @@ def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformati
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
 
 
+def _sum_of_squares(g: jax.Array, axis=None) -> jax.Array:
+  """`sum(g * g)` over `axis` (all axes by default), in `g`'s dtype."""
+  axes = tuple(range(g.ndim)) if axis is None else (axis,)
+  return lax.reduce_sum(lax.mul(g, g), axes)
+
+
 def _tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
   """`tf.clip_by_norm(g, clipnorm)` on one tensor (or on each row of `g` with
   `axis=1`)."""
+  # Lax primitives: this runs once per tensor, and nested jits multiply
+  # tracing time by the number of tensors.
   c = _numerics.as_threshold(clipnorm, g.dtype)
-  l2sum = jnp.sum(g * g, axis=axis, keepdims=axis is not None)
-  positive = l2sum > 0
-  # lax.select, not jnp.where: no nested jit per leaf (compile time).
-  l2sum_safe = lax.select(positive, l2sum, jnp.ones_like(l2sum))
-  l2norm = lax.select(positive, jnp.sqrt(l2sum_safe), l2sum)
-  return (g * c) / jnp.maximum(l2norm, c)
+  l2sum = _sum_of_squares(g, axis)
+  positive = lax.gt(l2sum, g.dtype.type(0))
+  l2sum_safe = lax.select(positive, l2sum, lax.full_like(l2sum, 1))
+  l2norm = lax.select(positive, lax.sqrt(l2sum_safe), l2sum)
+  denominator = lax.max(l2norm, lax.convert_element_type(c, g.dtype))
+  if axis is not None:
+    denominator = lax.broadcast_in_dim(denominator, g.shape, (0,))
+  return lax.div(lax.mul(g, c), denominator)
 
 
 def _flat_clip_by_norm(g: _flat.FlatParams, clipnorm) -> _flat.FlatParams:
@@ -135,8 +145,10 @@ def global_norm(updates) -> jax.Array:
   """
   values = [_sparse.dense_values(g) for g in _sparse.tree_leaves_gradients(updates)]
   dtype = jnp.result_type(*values)
-  halves = jnp.stack([jnp.sum(v * v * jnp.asarray(0.5, v.dtype)).astype(dtype)
-                      for v in values])
+  # The halving is exact, so it comes after the sum: inside it, XLA on CPU
+  # would stream a full-size array of 0.5s next to each gradient.
+  halves = jnp.stack([
+      lax.mul(_sum_of_squares(v), v.dtype.type(0.5)).astype(dtype) for v in values])
   return jnp.sqrt(jnp.sum(halves) * jnp.asarray(2.0, dtype))
 
 

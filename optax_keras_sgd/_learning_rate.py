@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 
 from optax_keras_sgd import _numerics, _sparse, _validation
 
@@ -97,7 +98,7 @@ def scale_by_learning_rate(
       return rates[dtype]
 
     def scale(g):
-      return -_numerics.rounded(rate(g.dtype) * g)
+      return lax.neg(_numerics.rounded_product(rate(g.dtype), g))
 
     updates = _sparse.tree_map_gradients(
         lambda g: _sparse.map_values(scale, g), updates

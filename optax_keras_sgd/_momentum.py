@@ -6,6 +6,7 @@ from typing import Any, NamedTuple
 
 import jax
 import optax
+from jax import lax
 
 from optax_keras_sgd import _numerics, _sparse, _validation
 
@@ -85,12 +86,18 @@ def trace(
   def update_fn(updates, state, params=None):
     del params
 
+    per_dtype: dict[Any, jax.Array] = {}
+
     def step(u, v):
-      m = _numerics.as_hyperparameter(momentum, v.dtype)
+      if v.dtype not in per_dtype:
+        per_dtype[v.dtype] = _numerics.as_hyperparameter(momentum, v.dtype)
+      m = per_dtype[v.dtype]
       if isinstance(u, _sparse.IndexedSlices):
         return _sparse_trace(u, v, m, nesterov)
-      new_v = _numerics.rounded(m * v) + u
-      return (_numerics.rounded(m * new_v) + u if nesterov else new_v), new_v
+      new_v = lax.add(_numerics.rounded_product(m, v), u)
+      if nesterov:
+        return lax.add(_numerics.rounded_product(m, new_v), u), new_v
+      return new_v, new_v
 
     treedef: Any = jax.tree.structure(updates, is_leaf=_sparse.is_indexed_slices)
     pairs = treedef.flatten_up_to(
