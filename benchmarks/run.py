@@ -4,10 +4,12 @@
     python benchmarks/run.py --quick    # momentum variants only, fewer steps
 
 Times one SGD step per contender (see peers.py) on each workload (see
-workloads.py) and variant: the median of consecutive steps after warm-up,
-each waited for, in two passes of shuffled order (the better pass counts).
-Prints ms/step, achieved GB/s (bytes that must move / time), the ratio to
-the hand-written fused kernel, and each contender's time relative to ours.
+workloads.py) and variant, interleaved: in each of several rounds every
+contender runs a short block of steps (each waited for) in a shuffled
+order. Prints the median over rounds of ms/step, achieved GB/s (bytes that
+must move / time), and the median over rounds of each contender's time
+relative to the hand-written fused kernel and to ours, each ratio taken
+within one round.
 Then compile time against leaf count, and the peak resident memory of a
 256M-parameter momentum step with and without donation (each in a fresh
 process). Timings belong here, never in tests.
@@ -37,32 +39,37 @@ import workloads  # noqa: E402
 import optax_keras_sgd as oks  # noqa: E402
 
 
-def block_ms(runs, passes=2, warmup=3, min_steps=5, max_steps=20, budget_s=1.0,
-             seed=0):
-  """Median ms/step of each run. Each contender is timed in a block of
-  consecutive steps after a short idle pause (so the thread pools of the
-  previous library stop spinning), in two passes of shuffled order; the
-  better of its two medians is kept, so neither position nor a noisy moment
-  decides a comparison."""
+def interleaved_ms(runs, rounds=7, steps=5, warmup=2, pause=0.1, seed=0):
+  """Per-round median ms/step of each run.
+
+  In each round every contender runs a short block (`warmup` steps, then
+  `steps` timed steps, each waited for) after a brief idle pause, in a
+  freshly shuffled order. A slow moment of the machine therefore lands on
+  every contender in some round instead of on one contender's whole
+  measurement, and ratios are taken within a round, where all contenders
+  saw the same machine.
+  """
   rng = random.Random(seed)
-  best = {name: float("inf") for name in runs}
-  for _ in range(passes):
+  per_round = {name: [] for name in runs}
+  for _ in range(rounds):
     order = list(runs)
     rng.shuffle(order)
     for name in order:
-      time.sleep(0.3)
+      time.sleep(pause)  # let the previous library's thread pool go idle
       run = runs[name]
       for _ in range(warmup):
         run()
       times = []
-      start = time.perf_counter()
-      while len(times) < max_steps and (len(times) < min_steps
-                                        or time.perf_counter() - start < budget_s):
+      for _ in range(steps):
         t = time.perf_counter()
         run()
         times.append(time.perf_counter() - t)
-      best[name] = min(best[name], statistics.median(times) * 1e3)
-  return best
+      per_round[name].append(statistics.median(times) * 1e3)
+  return per_round
+
+
+def _median_ratio(a, b):
+  return statistics.median(x / y for x, y in zip(a, b))
 
 
 def step_table(args):
@@ -74,37 +81,53 @@ def step_table(args):
     n = workloads.size(shapes)
     for variant in args.variants:
       runs = {peer: build(shapes, variant) for peer, build in peers.PEERS.items()}
-      results = block_ms({k: r for k, r in runs.items() if r is not None},
-                         max_steps=args.max_steps)
+      results = interleaved_ms({k: r for k, r in runs.items() if r is not None},
+                               rounds=args.rounds)
       del runs
       fused, ours = results["fused kernel"], results["ours (sgd)"]
       gb = n * peers.bytes_per_param(variant) / 1e9
-      for peer, ms in results.items():
-        rows.append((name, variant, peer, ms, gb / (ms / 1e3), ms / fused, ms / ours))
+      for peer, times in results.items():
+        ms = statistics.median(times)
+        rows.append((name, variant, peer, ms, gb / (ms / 1e3),
+                     _median_ratio(times, fused), _median_ratio(times, ours)))
       print(f"  {name:18s} {variant:16s} " + "  ".join(
-          f"{p}={ms:.2f}" for p, ms in results.items()), flush=True)
+          f"{p}={statistics.median(t):.2f}" for p, t in results.items()), flush=True)
   return rows
 
 
+COMPILE_COLUMNS = {
+    "optax.sgd momentum": lambda: optax.sgd(0.01, momentum=0.9),
+    "momentum": lambda: oks.sgd(0.01, momentum=0.9),
+    "nesterov": lambda: oks.sgd(0.01, momentum=0.9, nesterov=True),
+    "clipnorm": lambda: oks.sgd(0.01, momentum=0.9, clipnorm=1.0),
+    "global_clipnorm": lambda: oks.sgd(0.01, momentum=0.9, global_clipnorm=1.0),
+    "clipnorm, FlatParams": lambda: oks.sgd(0.01, momentum=0.9, clipnorm=1.0),
+}
+
+
 def compile_times(counts=(10, 100, 1000, 5000)):
-  """Seconds to trace and compile a step over `count` leaves of 64 floats:
-  momentum, momentum with clipnorm, and momentum with clipnorm on FlatParams."""
+  """Seconds to trace, lower and compile a momentum step over `count` leaves
+  of 64 floats, for each column of COMPILE_COLUMNS (the best of two, below
+  5,000 leaves)."""
   out = []
   for count in counts:
     row = []
-    for clipnorm, flat in ((None, False), (1.0, False), (1.0, True)):
+    for column, make in COMPILE_COLUMNS.items():
       params = [jnp.zeros((64,)) for _ in range(count)]
-      params = oks.flatten(params) if flat else params
-      tx = oks.sgd(0.01, momentum=0.9, clipnorm=clipnorm)
+      params = oks.flatten(params) if "FlatParams" in column else params
+      best = float("inf")
+      for _ in range(1 if count >= 5000 else 2):
+        tx = make()  # a new function each time: nothing cached
 
-      def step(p, g, s):
-        u, s = tx.update(g, s, p)
-        return optax.apply_updates(p, u), s
+        def step(p, g, s, tx=tx):
+          u, s = tx.update(g, s, p)
+          return optax.apply_updates(p, u), s
 
-      state = tx.init(params)
-      start = time.perf_counter()
-      jax.jit(step, donate_argnums=(0, 2)).lower(params, params, state).compile()
-      row.append(time.perf_counter() - start)
+        state = tx.init(params)
+        start = time.perf_counter()
+        jax.jit(step, donate_argnums=(0, 2)).lower(params, params, state).compile()
+        best = min(best, time.perf_counter() - start)
+      row.append(best)
     out.append((count, *row))
   return out
 
@@ -150,7 +173,7 @@ def main():
     memory_probe(args.memory_probe == "donate")
     return
   args.variants = ["momentum"] if args.quick else list(peers.VARIANTS)
-  args.max_steps = 10 if args.quick else 20
+  args.rounds = 3 if args.quick else 7
 
   torch_threads = ""
   try:
@@ -171,10 +194,10 @@ def main():
     print(f"| {name} | {variant} | {peer} | {ms:.3f} | {gbs:.1f} | "
           f"{vs_fused:.2f} | {vs_ours:.2f} |")
 
-  print("\n| leaves | compile (s): momentum | + clipnorm | + clipnorm, FlatParams |"
-        "\n|---|---|---|---|")
-  for count, plain, clipped, flat in compile_times():
-    print(f"| {count} | {plain:.2f} | {clipped:.2f} | {flat:.2f} |")
+  print("\n| leaves | " + " | ".join(COMPILE_COLUMNS) + " |\n|---|"
+        + "---|" * len(COMPILE_COLUMNS))
+  for count, *seconds in compile_times():
+    print(f"| {count} | " + " | ".join(f"{t:.2f}" for t in seconds) + " |")
 
   floor = 3 * 256 * 2**20 * 4
   print("\n| 256M-param momentum step | peak RSS (GiB) "

@@ -1,0 +1,34 @@
+"""The benchmark suite runs: every contender builds and steps on tiny shapes.
+
+Timings are never asserted here; this only keeps `benchmarks/` working.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+
+import peers  # noqa: E402
+import run  # noqa: E402
+
+
+@pytest.mark.parametrize("variant", list(peers.VARIANTS))
+def test_every_contender_steps_and_is_timed(variant):
+  shapes = [(8,), (4, 4), (4, 4)]
+  runs = {name: build(shapes, variant) for name, build in peers.PEERS.items()}
+  runs = {name: r for name, r in runs.items() if r is not None}
+  assert {"fused kernel", "ours (sgd)", "ours (SGD facade)",
+          "ours (sgd, FlatParams)", "tf_keras legacy"} <= set(runs)
+  times = run.interleaved_ms(runs, rounds=2, steps=2, warmup=1, pause=0)
+  assert set(times) == set(runs)
+  assert all(len(t) == 2 and all(ms > 0 for ms in t) for t in times.values())
+
+
+def test_bytes_that_must_move():
+  assert peers.bytes_per_param("plain") == 12  # read p, g; write p
+  assert peers.bytes_per_param("momentum") == 20  # and read, write v
+  assert peers.bytes_per_param("clipnorm") == 24  # and read g for its norm
