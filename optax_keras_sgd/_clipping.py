@@ -81,7 +81,7 @@ def _tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
 
 
 def _flat_clip_by_norm(g: _flat.FlatParams, clipnorm) -> _flat.FlatParams:
-  """`tf.clip_by_norm` on each original tensor inside flat buffers."""
+  """`tf.clip_by_norm` on each original tensor: each row of each buffer."""
   return g.map_tensors(lambda block: _tensor_clip_by_norm(block, clipnorm, axis=1))
 
 

@@ -1,12 +1,13 @@
-"""`FlatParams`: many small tensors kept in one buffer per dtype.
+"""`FlatParams`: many tensors kept in a few 2-D buffers.
 
-With a thousand tiny tensors, a step's cost is per-tensor overhead, not
-arithmetic (and compile time grows with the number of tensors). Keeping
-the parameters flat, one 1-D buffer per dtype, makes every transform of this
-package run on a few large arrays instead. Gradients taken with respect to a
-`FlatParams` are `FlatParams` too, so the optimizer state is flat as well.
-Per-tensor clipping (`clipnorm`) still sees each original tensor: the
-buffers carry their tensors' offsets.
+With a thousand tensors, a step's cost is per-tensor overhead, not
+arithmetic (and compile time grows with the number of tensors). `flatten`
+stacks the tensors of each (dtype, size) into one `(count, size)` buffer,
+one row per tensor, so every transform of this package runs on a few large
+arrays instead. Gradients taken with respect to a `FlatParams` are
+`FlatParams` too, so the optimizer state is flat as well. Per-tensor
+clipping (`clipnorm`) still sees each original tensor: it is a reduction
+over each row, with no slicing and no concatenation.
 """
 
 from __future__ import annotations
@@ -21,45 +22,31 @@ import numpy as np
 
 @dataclasses.dataclass(frozen=True)
 class _Layout:
-  """Where each leaf lives: its buffer (one per dtype), offset, shape."""
+  """Where each leaf lives: its buffer, its row there, and its shape."""
 
   treedef: Any
-  leaves: tuple[tuple[int, int, tuple[int, ...]], ...]  # (buffer, offset, shape)
-
-  def runs(self, buffer: int) -> tuple[tuple[int, int, int], ...]:
-    """The tensors of `buffer` as runs of equal sizes: `(offset, count,
-    size)`, so that a run reshapes to a `(count, size)` block."""
-    out: list[list[int]] = []
-    for b, offset, shape in self.leaves:
-      if b != buffer:
-        continue
-      size = int(np.prod(shape))
-      if out and out[-1][2] == size and out[-1][0] + out[-1][1] * size == offset:
-        out[-1][1] += 1
-      else:
-        out.append([offset, 1, size])
-    return tuple((o, c, s) for o, c, s in out)
+  leaves: tuple[tuple[int, int, tuple[int, ...]], ...]  # (buffer, row, shape)
 
 
 @jax.tree_util.register_pytree_node_class
 class FlatParams:
-  """A pytree of arrays stored as one flat buffer per dtype.
+  """A pytree of arrays stored as one `(count, size)` buffer per (dtype, size).
 
   Use `flatten(params)` to make one and `.unflatten()` to get the pytree back
-  (under `jit` the slices fuse into their consumers).
+  (under `jit` the row reads fuse into their consumers).
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
     >>> import optax_keras_sgd as oks
-    >>> params = [jnp.ones(3), jnp.full((2, 2), 2.0)]
+    >>> params = [jnp.ones(4), jnp.full((2, 2), 2.0), jnp.zeros(3)]
     >>> flat = oks.flatten(params)
     >>> [b.shape for b in flat.buffers]
-    [(7,)]
+    [(2, 4), (1, 3)]
     >>> tx = oks.sgd(0.1, momentum=0.9, clipnorm=1.0)
     >>> loss = lambda f: sum(jnp.sum(p) for p in f.unflatten())
     >>> updates, _ = tx.update(jax.grad(loss)(flat), tx.init(flat), flat)
     >>> [p.shape for p in optax.apply_updates(flat, updates).unflatten()]
-    [(3,), (2, 2)]
+    [(4,), (2, 2), (3,)]
   """
 
   __slots__ = ("buffers", "layout")
@@ -69,23 +56,15 @@ class FlatParams:
     self.layout = layout
 
   def unflatten(self) -> Any:
-    """The original pytree (views of the buffers, as new arrays)."""
-    leaves = []
-    for b, offset, shape in self.layout.leaves:
-      size = int(np.prod(shape))
-      leaves.append(self.buffers[b][offset:offset + size].reshape(shape))
+    """The original pytree (rows of the buffers, as new arrays)."""
+    leaves = [self.buffers[b][row].reshape(shape)
+              for b, row, shape in self.layout.leaves]
     return jax.tree.unflatten(self.layout.treedef, leaves)
 
   def map_tensors(self, fn) -> FlatParams:
-    """Applies `fn` to every original tensor at once: `fn` gets blocks of
-    shape `(count, size)`, one row per tensor of a run of equal sizes, and
-    returns blocks of the same shape (no gather, no scatter)."""
-    buffers = []
-    for i, values in enumerate(self.buffers):
-      pieces = [fn(values[o:o + c * s].reshape(c, s)).reshape(-1)
-                for o, c, s in self.layout.runs(i)]
-      buffers.append(pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces))
-    return self.with_buffers(buffers)
+    """Applies `fn` to every buffer: `fn` gets a `(count, size)` block, one
+    row per original tensor, and returns a block of the same shape."""
+    return self.with_buffers(fn(b) for b in self.buffers)
 
   def with_buffers(self, buffers: Any) -> FlatParams:
     return FlatParams(tuple(buffers), self.layout)
@@ -103,7 +82,8 @@ class FlatParams:
 
 
 def flatten(params: Any) -> FlatParams:
-  """Packs the arrays of `params` into one flat buffer per dtype.
+  """Stacks the arrays of `params` into one `(count, size)` buffer per
+  (dtype, size), in order of first appearance.
 
   Raises:
     ValueError: if `params` has no array leaves.
@@ -111,28 +91,23 @@ def flatten(params: Any) -> FlatParams:
   Examples:
     >>> import jax.numpy as jnp
     >>> from optax_keras_sgd import flatten
-    >>> flat = flatten({"w": jnp.ones((2, 3)), "b": jnp.zeros(3)})
-    >>> flat.buffers[0].shape, flat.unflatten()["w"].shape
-    ((9,), (2, 3))
+    >>> flat = flatten({"w": jnp.ones((2, 3)), "b": jnp.zeros(3), "c": jnp.ones(3)})
+    >>> [b.shape for b in flat.buffers], flat.unflatten()["w"].shape
+    ([(2, 3), (1, 6)], (2, 3))
   """
   leaves, treedef = jax.tree.flatten(params)
   if not leaves:
     raise ValueError("`params` has no arrays to flatten.")
-  dtypes: list[str] = []
-  parts: dict[str, list[Any]] = {}
-  offsets: dict[str, int] = {}
+  rows: dict[tuple[str, int], list[Any]] = {}
   placed = []
   for leaf in leaves:
     leaf = jnp.asarray(leaf)
-    name = jnp.dtype(leaf.dtype).name
-    if name not in parts:
-      dtypes.append(name)
-      parts[name], offsets[name] = [], 0
-    placed.append((dtypes.index(name), offsets[name], tuple(leaf.shape)))
-    parts[name].append(leaf.reshape(-1))
-    offsets[name] += leaf.size
+    key = (jnp.dtype(leaf.dtype).name, int(np.prod(leaf.shape)))
+    rows.setdefault(key, [])
+    placed.append((list(rows).index(key), len(rows[key]), tuple(leaf.shape)))
+    rows[key].append(leaf.reshape(-1))
   layout = _Layout(treedef, tuple(placed))
-  return FlatParams(tuple(jnp.concatenate(parts[d]) for d in dtypes), layout)
+  return FlatParams(tuple(jnp.stack(r) for r in rows.values()), layout)
 
 
 def is_flat(x: Any) -> bool:
