@@ -74,7 +74,7 @@ def _tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
   positive = lax.gt(l2sum, g.dtype.type(0))
   l2sum_safe = lax.select(positive, l2sum, lax.full_like(l2sum, 1))
   l2norm = lax.select(positive, lax.sqrt(l2sum_safe), l2sum)
-  denominator = lax.max(l2norm, lax.convert_element_type(c, g.dtype))
+  denominator = lax.max(l2norm, c)
   if axis is not None:
     denominator = lax.broadcast_in_dim(denominator, g.shape, (0,))
   return lax.div(lax.mul(g, c), denominator)

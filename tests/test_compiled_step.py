@@ -27,24 +27,24 @@ N = 1 << 20  # large enough for the backend's big-array code paths
 SIZES = (N, N, 3 * N // 2)  # shapes shared and not, as in real models
 
 _INSTRUCTION = re.compile(
-    r"^\s*(?:ROOT )?%(\S+) = (\w+)\[([\d,]*)\]\S* (\S+?)\((.*?)\)(.*)$")
+    r"^\s*(?:ROOT )?%(\S+) = (\w+)\[([\d,]*)\]\S* (\S+?)\((.*?)\)")
 
 
-def _entry(compiled) -> list[tuple[str, int, str, list[str], str]]:
-  """(name, elements, opcode, operands, rest) of each array instruction of
-  the entry computation."""
+def _entry(compiled) -> list[tuple[str, int, str, list[str]]]:
+  """(name, elements, opcode, operands) of each array instruction of the
+  entry computation."""
   text = compiled.as_text()
   entry = text[text.index("\nENTRY"):]
   out = []
   for line in entry.splitlines()[1:]:
     m = _INSTRUCTION.match(line)
     if m:
-      name, _, dims, opcode, operands, rest = m.groups()
+      name, _, dims, opcode, operands = m.groups()
       elements = 1
       for d in filter(None, dims.split(",")):
         elements *= int(d)
       out.append((name, elements, opcode, re.findall(r"%(\S+?)(?:[,)]|$)",
-                                                      operands + ")"), rest))
+                                                      operands + ")")))
   return out
 
 
@@ -69,7 +69,7 @@ def _traffic(compiled, num_params):
            for m in re.finditer(r"%(\S+) = \S+ parameter\((\d+)\)", entry)}
   aliases = {}  # bitcasts and get-tuple-elements are views, not passes
   kernels, reads = [], {i: 0 for i in range(num_params, 2 * num_params)}
-  for name, elements, opcode, operands, _ in instructions:
+  for name, elements, opcode, operands in instructions:
     if opcode in ("parameter", "constant"):
       continue
     sources = {aliases.get(o, o) for o in operands}
