@@ -28,8 +28,9 @@ def _sparse_trace(g, v, m, nesterov):
   """Lazy momentum on the rows of `g` only (`ResourceSparseApplyKerasMomentum`)."""
   rows = _sparse.sum_duplicates(g)
   v_rows = v.at[rows.indices].get(mode="fill", fill_value=0)
-  v_rows = _numerics.rounded(m * v_rows) + rows.values
-  out = _numerics.rounded(m * v_rows) + rows.values if nesterov else v_rows
+  v_rows = lax.add(_numerics.rounded_product(m, v_rows), rows.values)
+  out = (lax.add(_numerics.rounded_product(m, v_rows), rows.values) if nesterov
+         else v_rows)
   new_v = v.at[rows.indices].set(v_rows, mode="drop")
   return rows.with_values(out), new_v
 

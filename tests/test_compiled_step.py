@@ -30,13 +30,16 @@ _INSTRUCTION = re.compile(
     r"^\s*(?:ROOT )?%(\S+) = (\w+)\[([\d,]*)\]\S* (\S+?)\((.*?)\)")
 
 
+def _entry_text(compiled) -> str:
+  text = compiled.as_text()
+  return text[text.index("\nENTRY"):]
+
+
 def _entry(compiled) -> list[tuple[str, int, str, list[str]]]:
   """(name, elements, opcode, operands) of each array instruction of the
   entry computation."""
-  text = compiled.as_text()
-  entry = text[text.index("\nENTRY"):]
   out = []
-  for line in entry.splitlines()[1:]:
+  for line in _entry_text(compiled).splitlines()[1:]:
     m = _INSTRUCTION.match(line)
     if m:
       name, _, dims, opcode, operands = m.groups()
@@ -49,9 +52,8 @@ def _entry(compiled) -> list[tuple[str, int, str, list[str]]]:
 
 
 def _root_operands(compiled) -> set[str]:
-  text = compiled.as_text()
-  entry = text[text.index("\nENTRY"):]
-  root = next(line for line in entry.splitlines() if "ROOT" in line)
+  root = next(line for line in _entry_text(compiled).splitlines()
+              if "ROOT" in line)
   operands = re.findall(r"%([\w.\-]+)", root.split("tuple(", 1)[-1])
   return set(operands)
 
@@ -63,10 +65,8 @@ def _compile(step, args):
 def _traffic(compiled, num_params):
   """Full-size kernels, temporaries, and kernels reading each gradient."""
   instructions = _entry(compiled)
-  text = compiled.as_text()
-  entry = text[text.index("\nENTRY"):]
-  index = {m.group(1): int(m.group(2))
-           for m in re.finditer(r"%(\S+) = \S+ parameter\((\d+)\)", entry)}
+  index = {m.group(1): int(m.group(2)) for m in re.finditer(
+      r"%(\S+) = \S+ parameter\((\d+)\)", _entry_text(compiled))}
   aliases = {}  # bitcasts and get-tuple-elements are views, not passes
   kernels, reads = [], {i: 0 for i in range(num_params, 2 * num_params)}
   for name, elements, opcode, operands in instructions:
