@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_keras_sgd import _sparse
+from optax_keras_sgd import _numerics, _sparse
 
 
 class SkipNonFiniteState(NamedTuple):
@@ -23,7 +23,7 @@ def all_finite(updates: Any) -> jax.Array:
   leaves = [_sparse.dense_values(g) for g in _sparse.tree_leaves_gradients(updates)]
   if not leaves:
     return jnp.asarray(True)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+  return jnp.all(_numerics.stacked_scalars([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
 def skip_non_finite(

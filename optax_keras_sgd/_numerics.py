@@ -58,4 +58,17 @@ def rounded_product(scalar: jax.Array, x: jax.Array) -> jax.Array:
   return rounded(lax.mul(lax.convert_element_type(scalar, x.dtype), x))
 
 
+def stacked_scalars(scalars: list[jax.Array]) -> jax.Array:
+  """One scalar per tensor as a vector, ready for a single reduction.
+
+  Without the barrier, XLA rewrites a reduction of stacked scalars into a
+  chain of scalar operations, which its fusion pass merges one tensor at a
+  time, at a cost that grows faster than the square of the tensor count:
+  compiling `skip_non_finite` over 500 tensors took 109 s with the chain and
+  2.9 s with the barrier, and `global_clipnorm` over 5,000 tensors 378 s and
+  69 s. The vector holds one element per tensor, so keeping it costs nothing.
+  """
+  return lax.optimization_barrier(jnp.stack(scalars))
+
+
 _SAME_WIDTH_INT = {2: np.int16, 4: np.int32, 8: np.int64}
