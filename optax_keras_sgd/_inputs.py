@@ -6,6 +6,7 @@ before any state changes.
 
 from __future__ import annotations
 
+import operator
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_keras_sgd import _validation
 from optax_keras_sgd._variable import Variable
 
 
@@ -40,12 +42,50 @@ def as_slot_value(value: np.ndarray, slot: Variable) -> jax.Array:
   return jnp.asarray(value).astype(slot.dtype)
 
 
-def check_pairs(grads_and_vars: Iterable[Any]) -> list[tuple[Any, Variable]]:
+def split_pairs(grads_and_vars: Iterable[Any]) -> tuple[list[Any], list[Variable]]:
+  """The gradients and Variables of `(gradient, Variable)` pairs, leaving out
+  pairs whose gradient is `None` (with Keras's warning).
+
+  Runs once per step, so the common case is checked with whole-list
+  operations; the per-pair loop only runs to name what is wrong.
+
+  Raises:
+    TypeError: if a pair is not a (gradient, Variable) pair.
+    ValueError: if a Variable appears twice, or every gradient is `None`.
+  """
   try:
     pairs = list(grads_and_vars)
   except TypeError:
     raise TypeError("`grads_and_vars` must be an iterable of (gradient, Variable) "
                     f"pairs. Received: {type(grads_and_vars).__name__}.") from None
+  if not (set(map(type, pairs)) <= {tuple, list} and set(map(len, pairs)) <= {2}):
+    _explain_pairs(pairs)
+  grads, variables = (list(x) for x in zip(*pairs)) if pairs else ([], [])
+  if not set(map(type, variables)) <= {Variable}:
+    _explain_pairs(pairs)  # subclasses of Variable pass
+  if len(set(map(id, variables))) != len(variables):
+    seen = set()
+    for v in variables:
+      if id(v) in seen:
+        raise ValueError(f"Variable '{v.name}' appears more than once in "
+                         "`grads_and_vars`.")
+      seen.add(id(v))
+  if id(None) in set(map(id, grads)) or not pairs:
+    kept = [(g, v) for g, v in zip(grads, variables) if g is not None]
+    if not kept:
+      raise ValueError(f"No gradients provided for any variable: "
+                       f"{([v.name for v in variables],)}. Provided "
+                       f"`grads_and_vars` is {tuple(map(tuple, pairs))!r:.200}.")
+    warnings.warn("Gradients do not exist for variables "
+                  f"{[v.name for g, v in zip(grads, variables) if g is None]} "
+                  "when minimizing the loss.", stacklevel=3)
+    grads, variables = [g for g, _ in kept], [v for _, v in kept]
+  return grads, variables
+
+
+def _explain_pairs(pairs: list[Any]) -> None:
+  """Raises naming the first item of `pairs` that is not a pair of a
+  gradient and a Variable."""
   for i, pair in enumerate(pairs):
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
       raise TypeError(f"`grads_and_vars[{i}]` must be a (gradient, Variable) "
@@ -54,23 +94,25 @@ def check_pairs(grads_and_vars: Iterable[Any]) -> list[tuple[Any, Variable]]:
       raise TypeError(f"`grads_and_vars[{i}][1]` must be an "
                       f"optax_keras_sgd.Variable. Received: "
                       f"{type(pair[1]).__name__}.")
-  seen = set()
-  for _, v in pairs:
-    if id(v) in seen:
-      raise ValueError(f"Variable '{v.name}' appears more than once in "
-                       "`grads_and_vars`.")
-    seen.add(id(v))
-  return [tuple(p) for p in pairs]
 
 
-def filter_none(pairs: list[tuple[Any, Variable]]) -> list[tuple[Any, Variable]]:
-  kept = [(g, v) for g, v in pairs if g is not None]
-  if not kept:
-    names = ([v.name for _, v in pairs],)
-    raise ValueError(f"No gradients provided for any variable: {names}. "
-                     f"Provided `grads_and_vars` is {tuple(pairs)!r:.200}.")
-  missing = [v.name for g, v in pairs if g is None]
-  if missing:
-    warnings.warn(f"Gradients do not exist for variables {missing} when "
-                  "minimizing the loss.", stacklevel=3)
-  return kept
+def check_gradients(grads: list[Any], variables: list[Variable],
+                    expected: list[tuple[Any, Any]]) -> None:
+  """Each gradient must have its Variable's shape and dtype (`expected`:
+  theirs, as `(shape, dtype)` pairs).
+
+  Raises:
+    ValueError: naming the Variable, if the shapes differ.
+    TypeError: naming the Variable, if the dtypes differ.
+  """
+  try:
+    if list(map(_SHAPE_AND_DTYPE, grads)) == expected:
+      return
+  except AttributeError:
+    pass  # not an array: the detailed check below says what it is
+  for g, v in zip(grads, variables):
+    _validation.check_gradient(g, v.shape, v.dtype, f"for variable '{v.name}'",
+                               "variable")
+
+
+_SHAPE_AND_DTYPE = operator.attrgetter("shape", "dtype")

@@ -117,6 +117,9 @@ class SGD:
     self._pytree: Any = None  # treedef of the pytree path, once used
     self._steps = _step.CompiledSteps()
     self._checked: dict[int, Any] = {}  # id(Variable) -> dtype checked
+    # The last list of Variables checked: their ids, them, their slots and
+    # their (shape, dtype)s.
+    self._last_checked: tuple[Any, ...] = (None, [], [], [])
 
   # -- hyperparameters ---------------------------------------------------------
 
@@ -352,21 +355,8 @@ class SGD:
     if self._pytree is not None:
       raise ValueError("This optimizer already trains a pytree (`update`); use a "
                        "separate SGD instance for Variables.")
-    pairs = _inputs.filter_none(_inputs.check_pairs(grads_and_vars))
-    variables = [v for _, v in pairs]
-    grads = [g for g, _ in pairs]
-    for g, v in pairs:
-      value = v._value
-      if getattr(g, "shape", None) != value.shape or getattr(g, "dtype", None) != \
-          value.dtype:  # the detailed check, only when the fast one fails
-        _validation.check_gradient(g, v.shape, v.dtype, f"for variable '{v.name}'",
-                                   "variable")
-    del value  # a reference held here would stop the buffer's donation
-    for v in variables:
-      self._check_variable(v)
-    slots = [self._slots[id(v)]["momentum"] for v in variables] \
-        if self._use_momentum else []
-    self._run(variables, grads, slots)
+    grads, variables = _inputs.split_pairs(grads_and_vars)
+    self._run(variables, grads, self._checked_slots(grads, variables))
     return Variable(self.iterations.value(), name="iter", trainable=False)
 
   def update(self, params: Any, grads: Any) -> Any:
@@ -409,6 +399,25 @@ class SGD:
   def _add_momentum_slot(self, key: Any, leaf: Any, name: str) -> None:
     _validation.check_float_leaves(leaf, f"Variable '{name}'")
     self._create_slot(key, leaf, name, "momentum")
+
+  def _checked_slots(self, grads: list[Any], variables: list[Variable]):
+    """Checks `grads` against `variables`, then the Variables themselves
+    (creating their slots, so only after the gradients pass); returns their
+    momentum slots. The same list of Variables as last step is not checked
+    again: it is kept here, so its ids cannot be reused, and a Variable's
+    shape and dtype never change."""
+    ids = tuple(map(id, variables))
+    known = self._last_checked[0] == ids
+    expected = self._last_checked[3] if known else [(v.shape, v.dtype)
+                                                    for v in variables]
+    _inputs.check_gradients(grads, variables, expected)
+    if not known:
+      for v in variables:
+        self._check_variable(v)
+      slots = [self._slots[id(v)]["momentum"] for v in variables] \
+          if self._use_momentum else []
+      self._last_checked = (ids, variables, slots, expected)
+    return self._last_checked[2]
 
   def _check_variable(self, v: Variable) -> None:
     """Checks a Variable the first time it is seen with this dtype (and

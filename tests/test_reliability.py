@@ -47,3 +47,49 @@ def test_set_weights_bad_slot_dtype_changes_nothing():
   with pytest.raises(TypeError, match="Cannot load a weight of dtype"):
     opt.set_weights([np.int64(3), np.array(["a", "b"])])
   assert int(opt.iterations) == 0
+
+
+def test_bad_gradient_on_a_known_variable_list_is_named_and_changes_nothing():
+  # The second step with the same Variables takes the fast path of the
+  # checks; a bad gradient there must be caught as on the first step.
+  a = oks.Variable(jnp.ones(2), name="a")
+  b = oks.Variable(jnp.ones(3), name="b")
+  opt = oks.SGD(0.1, momentum=0.9)
+  opt.apply_gradients([(jnp.ones(2), a), (jnp.ones(3), b)])
+  before = [np.asarray(x) for x in opt.get_weights()] + [a.numpy(), b.numpy()]
+  with pytest.raises(ValueError, match=re.escape(
+      "The gradient for variable 'b' has shape (2,), but the variable has "
+      "shape (3,).")):
+    opt.apply_gradients([(jnp.ones(2), a), (jnp.ones(2), b)])
+  with pytest.raises(TypeError, match="for variable 'a' has dtype float16"):
+    opt.apply_gradients([(jnp.ones(2, jnp.float16), a), (jnp.ones(3), b)])
+  with pytest.raises(ValueError, match="for variable 'a' has shape"):
+    opt.apply_gradients([([1.0, 2.0, 3.0], a), (jnp.ones(3), b)])
+  after = [np.asarray(x) for x in opt.get_weights()] + [a.numpy(), b.numpy()]
+  for x, y in zip(before, after):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_bad_gradient_on_the_first_step_creates_no_slot():
+  w = oks.Variable(jnp.ones(2), name="w")
+  opt = oks.SGD(0.1, momentum=0.9)
+  with pytest.raises(ValueError, match="for variable 'w' has shape"):
+    opt.apply_gradients([(jnp.ones(3), w)])
+  assert opt.variables() == []
+
+
+def test_pairs_may_be_lists_and_variables_subclassed():
+  class Named(oks.Variable):
+    pass
+
+  a, b = oks.Variable(jnp.ones(2)), Named(jnp.ones(2))
+  oks.SGD(0.5).apply_gradients(iter([[jnp.ones(2), a], (jnp.ones(2), b)]))
+  np.testing.assert_array_equal(a.numpy(), [0.5, 0.5])
+  np.testing.assert_array_equal(b.numpy(), [0.5, 0.5])
+
+
+def test_a_pair_of_three_is_named():
+  w = oks.Variable(jnp.ones(2))
+  with pytest.raises(TypeError, match=r"`grads_and_vars\[1\]` must be a \(gradient, "
+                     r"Variable\) pair"):
+    oks.SGD().apply_gradients([(jnp.ones(2), w), (jnp.ones(2), w, 0)])
