@@ -105,14 +105,20 @@ def check_gradients(grads: list[Any], variables: list[Variable],
     ValueError: naming the Variable, if the shapes differ.
     TypeError: naming the Variable, if the dtypes differ.
   """
-  try:
-    if list(map(_SHAPE_AND_DTYPE, grads)) == expected:
-      return
-  except AttributeError:
-    pass  # not an array: the detailed check below says what it is
+  if signatures(grads) == expected:
+    return
   for g, v in zip(grads, variables):
     _validation.check_gradient(g, v.shape, v.dtype, f"for variable '{v.name}'",
                                "variable")
+
+
+def signatures(arrays: list[Any]) -> list[tuple[Any, Any]] | None:
+  """Each array's `(shape, dtype)`, or None if one is not an array; cheap
+  enough to compare on every step."""
+  try:
+    return list(map(_SHAPE_AND_DTYPE, arrays))
+  except AttributeError:
+    return None
 
 
 _SHAPE_AND_DTYPE = operator.attrgetter("shape", "dtype")

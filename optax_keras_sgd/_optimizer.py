@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +25,19 @@ from optax_keras_sgd import (
 from optax_keras_sgd._variable import Variable
 
 ALLOWED_KWARGS = {"clipnorm", "clipvalue", "lr", "decay", "global_clipnorm"}
+
+
+_BOTH_PATHS = ("One SGD instance trains either Variables (`apply_gradients`) or one "
+               "pytree (`update`); use a separate instance for the other.")
+
+
+class _PytreeSpec(NamedTuple):
+  """What the pytree path was built for: the tree structure, each leaf's
+  `(shape, dtype)` and its momentum slot (none without momentum)."""
+
+  treedef: Any
+  signature: list[tuple[Any, Any]]
+  slots: list[Variable]
 
 
 class SGD:
@@ -114,7 +127,7 @@ class SGD:
     self._slot_names: list[str] = []
     self._slots: dict[Any, dict[str, Variable]] = {}
     self._tracked: dict[Any, Any] = {}  # slot key -> Variable or pytree path
-    self._pytree: Any = None  # treedef of the pytree path, once used
+    self._pytree: _PytreeSpec | None = None  # once the pytree path is used
     self._steps = _step.CompiledSteps()
     self._checked: dict[int, Any] = {}  # id(Variable) -> dtype checked
     # The last list of Variables checked: their ids, them, their slots and
@@ -306,9 +319,14 @@ class SGD:
     """Creates iterations and slots for `var_list` (Variables or a pytree)
     now, so `set_weights` works before the first step."""
     self.iterations  # noqa: B018
-    if self._use_momentum:
-      for key, leaf, name in self._slot_targets(var_list):
-        self._add_momentum_slot(key, leaf, name)
+    if isinstance(var_list, (list, tuple)) and all(isinstance(v, Variable)
+                                                   for v in var_list):
+      if self._pytree is not None:
+        raise ValueError(_BOTH_PATHS)
+      for v in var_list:
+        self._check_variable(v)
+    else:
+      self._pytree_spec(var_list, jax.tree.structure(var_list))
 
   # -- steps ---------------------------------------------------------------------
 
@@ -353,10 +371,15 @@ class SGD:
     """
     del name, experimental_aggregate_gradients
     if self._pytree is not None:
-      raise ValueError("This optimizer already trains a pytree (`update`); use a "
-                       "separate SGD instance for Variables.")
+      raise ValueError(_BOTH_PATHS)
     grads, variables = _inputs.split_pairs(grads_and_vars)
-    self._run(variables, grads, self._checked_slots(grads, variables))
+    slots = self._checked_slots(grads, variables)
+    # Whether to donate is decided before the values are listed: the list
+    # would count as one more owner.
+    donate = _step.sole_owner(variables)
+    new_values = self._run([v._value for v in variables], grads, slots, donate)
+    for v, x in zip(variables, new_values):
+      v._value = x
     return Variable(self.iterations.value(), name="iter", trainable=False)
 
   def update(self, params: Any, grads: Any) -> Any:
@@ -366,39 +389,56 @@ class SGD:
     `get_weights()` lists them that way. One optimizer serves one pytree
     structure; use another instance for another model.
     """
-    treedef: Any = jax.tree.structure(params)
+    leaves, treedef = cast(Any, jax.tree.flatten(params))
+    grad_leaves, grad_def = jax.tree.flatten(grads, is_leaf=_sparse.is_indexed_slices)
+    leaves = [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in leaves]
     if self._pytree is None:
-      if self._tracked:
-        raise ValueError("This optimizer already trains Variables; use a "
-                         "separate SGD instance for the pytree path.")
-      self._pytree = treedef
-    elif treedef != self._pytree:
-      raise ValueError(f"`params` has tree structure {treedef}, but this "
-                       f"optimizer was first used with {self._pytree}.")
-    _validation.check_gradients_match(grads, params)
-    _validation.check_float_leaves(params, "The parameter")
-    self.build(params)
-    slots = [self._slots[k]["momentum"] for k, _, _ in self._slot_targets(params)] \
-        if self._use_momentum else []
-    grad_leaves = _sparse.tree_leaves_gradients(grads)
-    holders = [Variable.tree_unflatten(("param", True), (jnp.asarray(x),))
-               for x in jax.tree.leaves(params)]
-    self._run(holders, grad_leaves, slots)
-    return jax.tree.unflatten(treedef, [h.value() for h in holders])
+      _validation.check_gradients_match(grads, params)  # before any slot exists
+    spec = self._pytree_spec(params, treedef)
+    if _inputs.signatures(leaves) != spec.signature:
+      self._explain_params(params, leaves)
+    if grad_def != treedef or _inputs.signatures(grad_leaves) != spec.signature:
+      _validation.check_gradients_match(grads, params)  # says what differs
+    new_leaves = self._run(leaves, grad_leaves, spec.slots, donate_values=False)
+    return jax.tree.unflatten(treedef, new_leaves)
 
   # -- internals -----------------------------------------------------------------
 
-  def _slot_targets(self, var_list: Any):
-    if isinstance(var_list, (list, tuple)) and all(isinstance(v, Variable)
-                                                   for v in var_list):
-      return [(id(v), v, v.name) for v in var_list]
-    paths = jax.tree_util.tree_flatten_with_path(var_list)[0]
-    return [(("pytree", jax.tree_util.keystr(p)), leaf,
-             jax.tree_util.keystr(p) or "param") for p, leaf in paths]
+  def _pytree_spec(self, params: Any, treedef: Any) -> _PytreeSpec:
+    """What the pytree path was built for, building it (checks, slots) on
+    first use; `treedef` is `params`' structure."""
+    if self._pytree is not None:
+      if treedef != self._pytree.treedef:
+        raise ValueError(f"`params` has tree structure {treedef}, but this "
+                         f"optimizer was first used with {self._pytree.treedef}.")
+      return self._pytree
+    if self._checked:
+      raise ValueError(_BOTH_PATHS)
+    _validation.check_float_leaves(params, "The parameter")
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    leaves = [jnp.asarray(leaf) for _, leaf in paths]
+    slots = []
+    if self._use_momentum:
+      for (path, _), leaf in zip(paths, leaves):
+        name = jax.tree_util.keystr(path)
+        slots.append(self._create_slot(("pytree", name), leaf, name or "param",
+                                       "momentum"))
+    self._pytree = _PytreeSpec(treedef, [(x.shape, x.dtype) for x in leaves], slots)
+    return self._pytree
 
-  def _add_momentum_slot(self, key: Any, leaf: Any, name: str) -> None:
-    _validation.check_float_leaves(leaf, f"Variable '{name}'")
-    self._create_slot(key, leaf, name, "momentum")
+  def _explain_params(self, params: Any, leaves: list[jax.Array]) -> None:
+    """Raises naming the first leaf of `params` whose shape or dtype is not
+    the one this optimizer was built for."""
+    assert self._pytree is not None
+    paths = jax.tree_util.tree_flatten_with_path(params)[0]
+    for (path, _), x, (shape, dtype) in zip(paths, leaves, self._pytree.signature):
+      where = f"`params` at {jax.tree_util.keystr(path) or '<root>'}"
+      if x.shape != shape:
+        raise ValueError(f"{where} has shape {x.shape}, but this optimizer was "
+                         f"built for shape {shape}.")
+      if x.dtype != dtype:
+        raise TypeError(f"{where} has dtype {x.dtype}, but this optimizer was "
+                        f"built for dtype {dtype}.")
 
   def _checked_slots(self, grads: list[Any], variables: list[Variable]):
     """Checks `grads` against `variables`, then the Variables themselves
@@ -424,10 +464,9 @@ class SGD:
     creates its slot): later steps skip the work."""
     if self._checked.get(id(v)) is v.dtype:
       return
+    _validation.check_float_leaves(v.value(), f"Variable '{v.name}'")
     if self._use_momentum:
-      self._add_momentum_slot(id(v), v, v.name)  # checks the dtype too
-    else:
-      _validation.check_float_leaves(v.value(), f"Variable '{v.name}'")
+      self._create_slot(id(v), v, v.name, "momentum")
     self._checked[id(v)] = v.dtype
 
   def _config(self) -> _step.StepConfig:
@@ -443,8 +482,10 @@ class SGD:
         skip_non_finite=self._skip_non_finite,
     )
 
-  def _run(self, variables: list[Any], grads: list[Any],
-           slots: list[Variable]) -> None:
+  def _run(self, values: list[Any], grads: list[Any], slots: list[Variable],
+           donate_values: bool) -> list[jax.Array]:
+    """One compiled step: updates the slots and counters in place and
+    returns the new values."""
     lr = self._hyper["learning_rate"]  # a schedule is traced in (see _config)
     lr_arg = jnp.zeros((), jnp.float32) if _hyperparameters.is_schedule(lr) \
         else _hyperparameters.read(lr)
@@ -452,18 +493,17 @@ class SGD:
         else jnp.zeros((), jnp.float32)
     step = self._steps.get(
         self._config(),
-        donate_values=_step.sole_owner(variables),
+        donate_values=donate_values,
         donate_state=_step.sole_owner(slots + [self.iterations, self._skipped]),
     )
     new_values, new_velocities, new_count, skipped = step(
-        [v.value() for v in variables], grads, [s.value() for s in slots],
+        values, grads, [s.value() for s in slots],
         self.iterations.value(), self._skipped.value(), lr_arg, momentum)
-    for v, x in zip(variables, new_values):
-      v._value = x
     for s, x in zip(slots, new_velocities or []):
       s._value = x
     self.iterations._value = new_count
     self._skipped._value = skipped
+    return new_values
 
   def _read_momentum(self) -> jax.Array:
     """This step's momentum: a schedule is evaluated here, on the host, at the

@@ -166,8 +166,64 @@ def test_pytree_path_matches_numpy_rule():
   assert opt.compiled_count() == 1
   with pytest.raises(ValueError, match="tree structure"):
     opt.update({"w": params["w"]}, {"w": params["w"]})
-  with pytest.raises(ValueError, match="already trains a pytree"):
+  with pytest.raises(ValueError, match="trains either Variables"):
     opt.apply_gradients([(jnp.ones(2), Variable(jnp.ones(2)))])
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_pytree_path_refuses_variables_and_the_reverse(momentum):
+  opt = SGD(0.1, momentum=momentum)
+  opt.apply_gradients([(jnp.ones(2), Variable(jnp.ones(2)))])
+  with pytest.raises(ValueError, match="trains either Variables"):
+    opt.update({"w": jnp.ones(2)}, {"w": jnp.ones(2)})
+  with pytest.raises(ValueError, match="trains either Variables"):
+    opt.build({"w": jnp.ones(2)})
+
+
+def test_pytree_build_then_update_then_set_weights():
+  # build() with a pytree makes the slots `update` then uses.
+  params = {"b": jnp.zeros(2), "w": jnp.ones((2, 2))}
+  opt = SGD(0.1, momentum=0.9)
+  opt.build(params)
+  opt.set_weights([np.int64(3), np.array([1.0, -1.0], np.float32),
+                   np.zeros((2, 2), np.float32)])
+  p = opt.update(params, {"b": jnp.zeros(2), "w": jnp.zeros((2, 2))})
+  np.testing.assert_allclose(p["b"], [0.9, -0.9], rtol=1e-6)  # v = 0.9 * v
+  np.testing.assert_array_equal(p["w"], params["w"])
+  assert int(opt.iterations) == 4
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_pytree_leaf_of_another_shape_or_dtype_is_named_and_changes_nothing(
+    momentum):
+  # Without the check, a (1,) leaf would be broadcast against a (3,) velocity
+  # and come back with shape (3,).
+  opt = SGD(0.1, momentum=momentum)
+  params = opt.update({"w": jnp.ones(3)}, {"w": jnp.ones(3)})
+  before = [np.asarray(x) for x in opt.get_weights()]
+  with pytest.raises(ValueError, match=re.escape(
+      "`params` at ['w'] has shape (1,), but this optimizer was built for "
+      "shape (3,).")):
+    opt.update({"w": jnp.ones(1)}, {"w": jnp.ones(1)})
+  with pytest.raises(TypeError, match=re.escape(
+      "`params` at ['w'] has dtype float16, but this optimizer was built for "
+      "dtype float32.")):
+    opt.update({"w": jnp.ones(3, jnp.float16)}, {"w": jnp.ones(3, jnp.float16)})
+  with pytest.raises(ValueError, match=re.escape(
+      "The gradient at ['w'] has shape (2,), but the parameter has shape (3,).")):
+    opt.update(params, {"w": jnp.ones(2)})
+  for x, y in zip(before, opt.get_weights()):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_pytree_leaves_may_be_numpy_or_python_numbers():
+  opt = SGD(0.5)
+  p = opt.update({"a": np.ones(2, np.float32), "b": 1.0}, {"a": np.ones(2, np.float32),
+                                                          "b": 1.0})
+  np.testing.assert_array_equal(p["a"], [0.5, 0.5])
+  np.testing.assert_array_equal(p["b"], 0.5)
+  p = opt.update(p, {"a": jnp.ones(2), "b": jnp.float32(1.0)})
+  np.testing.assert_array_equal(p["a"], [0.0, 0.0])
 
 
 def test_set_weights_before_first_step_after_build():
