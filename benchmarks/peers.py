@@ -116,6 +116,20 @@ def ours_facade(shapes, variant):
   return run
 
 
+def ours_facade_pytree(shapes, variant):
+  """The facade's pytree path: `params = opt.update(params, grads)`, which
+  cannot donate `params` (the caller still holds them during the call)."""
+  opt = oks.SGD(**VARIANTS[variant])
+  grads = [jnp.asarray(a) for a in _arrays(shapes, 1)]
+  held = {"params": [jnp.asarray(a) for a in _arrays(shapes, 0)]}
+
+  def run():
+    held["params"] = opt.update(held["params"], grads)
+    jax.block_until_ready(held["params"][0])
+
+  return run
+
+
 def optax_sgd(shapes, variant):
   cfg = VARIANTS[variant]
   if "clipnorm" in cfg:
@@ -183,6 +197,7 @@ PEERS = {
     "fused kernel": fused_kernel,
     "ours (sgd)": ours_functional,
     "ours (SGD facade)": ours_facade,
+    "ours (SGD.update, pytree)": ours_facade_pytree,
     "ours (sgd, FlatParams)": ours_flat,
     "optax.sgd": optax_sgd,
     "tf_keras legacy": tf_keras_legacy,

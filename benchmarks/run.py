@@ -174,7 +174,7 @@ def main():
                       help="momentum variants only, fewer rounds")
   parser.add_argument("--workloads", nargs="*", choices=list(workloads.WORKLOADS))
   parser.add_argument("--all-compile-times", action="store_true",
-                      help="also per-leaf norm clipping at 5,000 leaves (minutes)")
+                      help="also the slow per-leaf columns at 5,000 leaves (minutes)")
   parser.add_argument("--memory-probe", choices=["donate", "copy"],
                       help=argparse.SUPPRESS)
   args = parser.parse_args()
