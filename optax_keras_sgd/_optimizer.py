@@ -382,13 +382,25 @@ class SGD:
       v._value = x
     return Variable(self.iterations.value(), name="iter", trainable=False)
 
-  def update(self, params: Any, grads: Any) -> Any:
+  def update(self, params: Any, grads: Any, *, donate: bool = False) -> Any:
     """The pytree path: returns `params` updated with `grads` (same trees).
 
     The optimizer's slots then follow `params`' leaves, in tree order, and
     `get_weights()` lists them that way. One optimizer serves one pytree
     structure; use another instance for another model.
+
+    Args:
+      params: the parameters, a pytree of floating-point arrays.
+      grads: their gradients, a pytree of the same structure (leaves may be
+        `IndexedSlices`).
+      donate: let the step write the result into `params`' buffers, which
+        saves their memory and, on large trees, most of the step's time.
+        The arrays in `params` are then deleted: use only the returned
+        tree, as in `params = opt.update(params, grads, donate=True)`.
+        A tree that holds one array twice, or a gradient that is one of the
+        params, is not donated.
     """
+    _validation.check_bool("donate", donate)
     leaves, treedef = cast(Any, jax.tree.flatten(params))
     grad_leaves, grad_def = jax.tree.flatten(grads, is_leaf=_sparse.is_indexed_slices)
     leaves = [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in leaves]
@@ -399,7 +411,10 @@ class SGD:
       self._explain_params(params, leaves)
     if grad_def != treedef or _inputs.signatures(grad_leaves) != spec.signature:
       _validation.check_gradients_match(grads, params)  # says what differs
-    new_leaves = self._run(leaves, grad_leaves, spec.slots, donate_values=False)
+    if donate:
+      ids = set(map(id, leaves))
+      donate = len(ids) == len(leaves) and ids.isdisjoint(map(id, grad_leaves))
+    new_leaves = self._run(leaves, grad_leaves, spec.slots, donate_values=donate)
     return jax.tree.unflatten(treedef, new_leaves)
 
   # -- internals -----------------------------------------------------------------

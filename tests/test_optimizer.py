@@ -326,3 +326,30 @@ def test_array_clip_thresholds_and_setters():
   np.testing.assert_allclose(w.numpy(), [1.9, 2.7], rtol=1e-6)
   with pytest.raises(ValueError, match="Expected global_clipnorm >= 0"):
     opt.global_clipnorm = -1.0
+
+
+def test_pytree_update_with_donation_reuses_params_buffers():
+  rng = np.random.default_rng(1)
+  params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+            "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
+  grads = {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32)
+           for k, v in params.items()}
+  expected = SGD(0.1, momentum=0.9).update(params, grads)
+  opt = SGD(0.1, momentum=0.9)
+  donated = {k: v + 0 for k, v in params.items()}
+  result = opt.update(donated, grads, donate=True)
+  assert all(x.is_deleted() for x in donated.values())
+  for k in params:
+    np.testing.assert_array_equal(result[k], expected[k])
+  # One array twice, or a gradient that is a param: not donated, no error.
+  same = jnp.ones(3)
+  p = SGD(0.5).update({"a": same, "b": same}, {"a": jnp.ones(3), "b": jnp.ones(3)},
+                      donate=True)
+  assert not same.is_deleted()
+  np.testing.assert_array_equal(p["a"], [0.5, 0.5, 0.5])
+  x = jnp.ones(2)
+  p = SGD(0.5).update({"x": x}, {"x": x}, donate=True)
+  assert not x.is_deleted()
+  np.testing.assert_array_equal(p["x"], [0.5, 0.5])
+  with pytest.raises(TypeError, match="`donate` must be a bool"):
+    SGD().update({"x": jnp.ones(2)}, {"x": jnp.ones(2)}, donate="yes")
