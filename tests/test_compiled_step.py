@@ -9,7 +9,9 @@ timing) and check that, on the machine's backend:
 - each gradient is read by one kernel, and by one more with norm clipping
   (its reduction);
 - the step launches no more full-size kernels than the same update written
-  by hand.
+  by hand;
+- no fused computation grows with the number of tensors (which would make
+  compile time grow faster than the square of that number).
 """
 
 from __future__ import annotations
@@ -169,3 +171,40 @@ def test_the_traffic_check_sees_a_materialized_temporary():
       _compile(step, (_tree(0.0), _tree(0.01), [])), len(SIZES))
   assert len(temporaries) == len(SIZES)
   assert reads == [1] * len(SIZES)
+
+
+def _largest_computation(compiled) -> int:
+  """Instructions in the largest non-entry computation (fusions included)."""
+  sizes, current = [0], None
+  for line in compiled.as_text().splitlines():
+    if re.match(r"^%\S+ \(", line):
+      current = 0
+    elif line.startswith("}") and current is not None:
+      sizes.append(current)
+      current = None
+    elif current is not None and line.strip():
+      current += 1
+  return max(sizes)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: oks.sgd(0.1, momentum=0.9, global_clipnorm=1.0),
+    lambda: oks.skip_non_finite(oks.sgd(0.1, momentum=0.9)),
+], ids=["global_clipnorm", "skip_non_finite"])
+def test_per_tensor_scalars_do_not_grow_one_fusion_with_the_tensor_count(make):
+  # Left to itself, XLA chains the per-tensor norms (or finiteness flags) into
+  # one fusion with an instruction per tensor, which its fusion pass builds
+  # one tensor at a time: compile time then grows faster than the square of
+  # the tensor count. Reduced as one vector, no fusion grows with it.
+  def largest(count):
+    tx = make()
+    params = [jnp.zeros((8,)) for _ in range(count)]
+
+    def step(p, g, s):
+      u, s = tx.update(g, s, p)
+      return optax.apply_updates(p, u), s
+
+    return _largest_computation(
+        jax.jit(step).lower(params, params, tx.init(params)).compile())
+
+  assert largest(100) == largest(50)
