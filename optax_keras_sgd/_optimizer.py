@@ -404,13 +404,12 @@ class SGD:
     leaves, treedef = cast(Any, jax.tree.flatten(params))
     grad_leaves, grad_def = jax.tree.flatten(grads, is_leaf=_sparse.is_indexed_slices)
     leaves = [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in leaves]
-    if self._pytree is None:
-      _validation.check_gradients_match(grads, params)  # before any slot exists
-    spec = self._pytree_spec(params, treedef)
-    if _inputs.signatures(leaves) != spec.signature:
-      self._explain_params(params, leaves)
-    if grad_def != treedef or _inputs.signatures(grad_leaves) != spec.signature:
+    signature = _inputs.signatures(leaves)
+    if grad_def != treedef or _inputs.signatures(grad_leaves) != signature:
       _validation.check_gradients_match(grads, params)  # says what differs
+    spec = self._pytree_spec(params, treedef)  # built after the check above
+    if signature != spec.signature:
+      self._explain_params(params, leaves)
     if donate:
       ids = set(map(id, leaves))
       donate = len(ids) == len(leaves) and ids.isdisjoint(map(id, grad_leaves))
