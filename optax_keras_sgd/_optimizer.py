@@ -31,6 +31,11 @@ _BOTH_PATHS = ("One SGD instance trains either Variables (`apply_gradients`) or 
                "pytree (`update`); use a separate instance for the other.")
 
 
+def _as_arrays(leaves: list[Any]) -> list[jax.Array]:
+  """`leaves` as JAX arrays (NumPy arrays and Python numbers converted)."""
+  return [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in leaves]
+
+
 class _PytreeSpec(NamedTuple):
   """What the pytree path was built for: the tree structure, each leaf's
   `(shape, dtype)` and its momentum slot (none without momentum)."""
@@ -326,7 +331,8 @@ class SGD:
       for v in var_list:
         self._check_variable(v)
     else:
-      self._pytree_spec(var_list, jax.tree.structure(var_list))
+      leaves, treedef = jax.tree.flatten(var_list)
+      self._pytree_spec(var_list, treedef, _as_arrays(leaves))
 
   # -- steps ---------------------------------------------------------------------
 
@@ -403,11 +409,11 @@ class SGD:
     _validation.check_bool("donate", donate)
     leaves, treedef = cast(Any, jax.tree.flatten(params))
     grad_leaves, grad_def = jax.tree.flatten(grads, is_leaf=_sparse.is_indexed_slices)
-    leaves = [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in leaves]
+    leaves = _as_arrays(leaves)
     signature = _inputs.signatures(leaves)
     if grad_def != treedef or _inputs.signatures(grad_leaves) != signature:
       _validation.check_gradients_match(grads, params)  # says what differs
-    spec = self._pytree_spec(params, treedef)  # built after the check above
+    spec = self._pytree_spec(params, treedef, leaves)  # after the check above
     if signature != spec.signature:
       self._explain_params(params, leaves)
     if donate:
@@ -418,9 +424,10 @@ class SGD:
 
   # -- internals -----------------------------------------------------------------
 
-  def _pytree_spec(self, params: Any, treedef: Any) -> _PytreeSpec:
+  def _pytree_spec(self, params: Any, treedef: Any,
+                   leaves: list[jax.Array]) -> _PytreeSpec:
     """What the pytree path was built for, building it (checks, slots) on
-    first use; `treedef` is `params`' structure."""
+    first use; `treedef` and `leaves` are `params`' structure and arrays."""
     if self._pytree is not None:
       if treedef != self._pytree.treedef:
         raise ValueError(f"`params` has tree structure {treedef}, but this "
@@ -430,7 +437,6 @@ class SGD:
       raise ValueError(_BOTH_PATHS)
     _validation.check_float_leaves(params, "The parameter")
     paths = jax.tree_util.tree_flatten_with_path(params)[0]
-    leaves = [jnp.asarray(leaf) for _, leaf in paths]
     slots = []
     if self._use_momentum:
       for (path, _), leaf in zip(paths, leaves):
