@@ -2,8 +2,10 @@
 
 Each builder takes `(shapes, variant)` and returns a zero-argument function
 that runs one optimizer step and waits for it, or None where the contender
-has no such variant. Gradients are fixed arrays made once; parameters and
-optimizer state live where each library keeps them (donated in JAX).
+has no such variant or cannot run on the device JAX runs on. Gradients are
+fixed arrays made once; parameters and optimizer state live where each
+library keeps them (donated in JAX), on that same device: on a GPU, torch
+runs on CUDA and TensorFlow on its GPU, or they are left out.
 """
 
 from __future__ import annotations
@@ -33,6 +35,40 @@ def bytes_per_param(variant: str) -> int:
   (and v); norm clipping needs one more read of g."""
   momentum = VARIANTS[variant].get("momentum", 0) > 0
   return (20 if momentum else 12) + (4 if "clip" in variant else 0)
+
+
+def accelerator() -> str | None:
+  """The accelerator JAX runs on ("gpu", "tpu"), or None on the CPU."""
+  backend = jax.default_backend()
+  return None if backend == "cpu" else backend
+
+
+def torch_device() -> str | None:
+  """Where torch runs beside JAX: "cpu", "cuda", or None (no fair place)."""
+  import torch
+
+  if accelerator() is None:
+    return "cpu"
+  if accelerator() == "gpu" and torch.cuda.is_available():
+    return "cuda"
+  return None
+
+
+def tf_device() -> str | None:
+  """Where TensorFlow runs beside JAX: "/CPU:0", "/GPU:0", or None."""
+  import tensorflow as tf
+
+  if accelerator() is None:
+    return "/CPU:0"
+  gpus = tf.config.list_physical_devices("GPU")
+  if accelerator() != "gpu" or not gpus:
+    return None
+  for gpu in gpus:  # share the GPU with JAX instead of taking all its memory
+    try:
+      tf.config.experimental.set_memory_growth(gpu, True)
+    except RuntimeError:  # TensorFlow already holds the GPU: nothing to set
+      pass
+  return "/GPU:0"
 
 
 def _arrays(shapes, seed):
@@ -147,12 +183,18 @@ def tf_keras_legacy(shapes, variant):
   import tensorflow as tf
   import tf_keras
 
-  variables = [tf.Variable(a) for a in _arrays(shapes, 0)]
-  grads = [tf.constant(a) for a in _arrays(shapes, 1)]
-  opt = tf_keras.optimizers.legacy.SGD(**VARIANTS[variant])
+  device = tf_device()
+  if device is None:
+    return None
+  with tf.device(device):
+    variables = [tf.Variable(a) for a in _arrays(shapes, 0)]
+    grads = [tf.constant(a) for a in _arrays(shapes, 1)]
+    opt = tf_keras.optimizers.legacy.SGD(**VARIANTS[variant])
+
   @tf.function
   def step():
-    opt.apply_gradients(zip(grads, variables))
+    with tf.device(device):
+      opt.apply_gradients(zip(grads, variables))
 
   def run():
     step()
@@ -166,10 +208,14 @@ def _torch(shapes, variant, **impl):
     return None
   import torch
 
+  device = torch_device()
+  if device is None:
+    return None
   cfg = VARIANTS[variant]
-  params = [torch.nn.Parameter(torch.from_numpy(a)) for a in _arrays(shapes, 0)]
+  params = [torch.nn.Parameter(torch.from_numpy(a).to(device))
+            for a in _arrays(shapes, 0)]
   for p, g in zip(params, _arrays(shapes, 1)):
-    p.grad = torch.from_numpy(g)
+    p.grad = torch.from_numpy(g).to(device)
   opt = torch.optim.SGD(params, lr=cfg["learning_rate"],
                         momentum=cfg.get("momentum", 0.0),
                         nesterov=cfg.get("nesterov", False), **impl)
@@ -181,6 +227,8 @@ def _torch(shapes, variant, **impl):
     if "global_clipnorm" in cfg:
       torch.nn.utils.clip_grad_norm_(params, CLIP, foreach=True)
     opt.step()
+    if device == "cuda":
+      torch.cuda.synchronize()
 
   return run
 

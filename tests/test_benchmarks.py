@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import os
 import sys
+import types
 
+import jax
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
@@ -32,3 +34,23 @@ def test_bytes_that_must_move():
   assert peers.bytes_per_param("plain") == 12  # read p, g; write p
   assert peers.bytes_per_param("momentum") == 20  # and read, write v
   assert peers.bytes_per_param("clipnorm") == 24  # and read g for its norm
+
+
+def test_peers_run_where_jax_runs_or_are_left_out(monkeypatch):
+  fake_torch = types.SimpleNamespace(
+      cuda=types.SimpleNamespace(is_available=lambda: False))
+  monkeypatch.setitem(sys.modules, "torch", fake_torch)
+  assert peers.accelerator() is None
+  assert peers.torch_device() == "cpu"
+  assert peers.tf_device() == "/CPU:0"
+
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert peers.accelerator() == "gpu"
+  assert peers.torch_device() is None  # a CPU torch is no peer for a GPU
+  assert peers.tf_device() is None  # nor is this TensorFlow, which sees no GPU
+  assert peers.tf_keras_legacy([(4,)], "momentum") is None
+  fake_torch.cuda.is_available = lambda: True
+  assert peers.torch_device() == "cuda"
+
+  monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
+  assert peers.torch_device() is None
