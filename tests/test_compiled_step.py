@@ -25,7 +25,9 @@ import pytest
 
 import optax_keras_sgd as oks
 
-N = 1 << 20  # large enough for the backend's big-array code paths
+# Large enough for the backend's big-array code paths: below 4,096 elements
+# XLA:CPU stores `g * g` for any sum of squares, this package's included.
+N = 1 << 20
 SIZES = (N, N, 3 * N // 2)  # shapes shared and not, as in real models
 
 _INSTRUCTION = re.compile(
