@@ -106,14 +106,18 @@ def step_table(args):
 COMPILE_COLUMNS = {
     "optax.sgd momentum": lambda: optax.sgd(0.01, momentum=0.9),
     "momentum": lambda: oks.sgd(0.01, momentum=0.9),
+    "optax.sgd nesterov": lambda: optax.sgd(0.01, momentum=0.9, nesterov=True),
     "nesterov": lambda: oks.sgd(0.01, momentum=0.9, nesterov=True),
     "clipnorm": lambda: oks.sgd(0.01, momentum=0.9, clipnorm=1.0),
+    "optax global_clipnorm": lambda: optax.chain(
+        optax.clip_by_global_norm(1.0), optax.sgd(0.01, momentum=0.9)),
     "global_clipnorm": lambda: oks.sgd(0.01, momentum=0.9, global_clipnorm=1.0),
     "skip_non_finite": lambda: oks.skip_non_finite(oks.sgd(0.01, momentum=0.9)),
     "clipnorm, FlatParams": lambda: oks.sgd(0.01, momentum=0.9, clipnorm=1.0),
 }
 
-SLOW_AT_5000 = ("clipnorm", "global_clipnorm", "skip_non_finite")
+SLOW_AT_5000 = ("clipnorm", "optax global_clipnorm", "global_clipnorm",
+                "skip_non_finite")
 
 
 def compile_times(counts=(10, 100, 1000, 5000), everything=False):

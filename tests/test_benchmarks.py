@@ -54,3 +54,9 @@ def test_peers_run_where_jax_runs_or_are_left_out(monkeypatch):
 
   monkeypatch.setattr(jax, "default_backend", lambda: "tpu")
   assert peers.torch_device() is None
+
+
+def test_compile_table_has_one_time_per_column():
+  (row,) = run.compile_times(counts=(2,))
+  assert row[0] == 2 and len(row) == 1 + len(run.COMPILE_COLUMNS)
+  assert all(0 < seconds < 60 for seconds in row[1:])
