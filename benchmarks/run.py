@@ -1,6 +1,6 @@
 """The benchmark suite: this package against its peers, in one process.
 
-    python benchmarks/run.py            # everything (about 15 minutes on 2 cores)
+    python benchmarks/run.py            # everything (about 25 minutes on 2 cores)
     python benchmarks/run.py --quick    # momentum variants only, fewer rounds
 
 Times one SGD step per contender (see peers.py) on each workload (see
