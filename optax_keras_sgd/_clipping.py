@@ -77,7 +77,9 @@ def _tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
   denominator = lax.max(l2norm, c)
   if axis is not None:
     denominator = lax.broadcast_in_dim(denominator, g.shape, (0,))
-  return lax.div(lax.mul(g, c), denominator)
+  # An infinite or NaN element makes the norm inf or NaN, so `divide`'s NaN
+  # for such elements is TensorFlow's answer too.
+  return _numerics.divide(lax.mul(g, c), denominator)
 
 
 def _flat_clip_by_norm(g: _flat.FlatParams, clipnorm) -> _flat.FlatParams:
@@ -193,7 +195,8 @@ def clip_by_global_norm(
     norm = global_norm(updates)
     c = _numerics.as_threshold(global_clipnorm, norm.dtype)
     one = jnp.asarray(1.0, norm.dtype)
-    scale = c * jnp.minimum(one / norm, one / c) + (norm - norm)
+    # `rounded` keeps XLA from turning `1 / sqrt(x)` into its inexact `rsqrt`.
+    scale = c * jnp.minimum(one / _numerics.rounded(norm), one / c) + (norm - norm)
     scaled = lambda g: g * scale.astype(g.dtype)  # noqa: E731
     return _sparse.tree_map_gradients(
         lambda g: _sparse.map_values(scaled, g), updates

@@ -68,3 +68,40 @@ def _to_numpy(v):
 
 def schedules():
   return tf_keras.optimizers.schedules
+
+
+def decayed_lr(learning_rate, steps, dtype="float32", decay=0.0, graph=True):
+  """The learning rate the reference applies at each of `steps` to a variable
+  of `dtype`: `SGD._decayed_lr`, the schedule and legacy `decay` included.
+
+  With `graph`, inside one `tf.function` as `model.fit` runs it: a
+  `tf.while_loop` sets `iterations` to each step in turn and reads the rate,
+  op by op on scalars as the optimizer does. Otherwise eagerly, step by step.
+  """
+  opt = tf_keras.optimizers.legacy.SGD(learning_rate=learning_rate, decay=decay)
+  var_dtype = tf_dtype(dtype)
+  steps = np.asarray(steps, np.int64)
+
+  def rate():
+    return tf.cast(opt._decayed_lr(var_dtype), tf.float64)
+
+  if not graph:
+    values = []
+    for step in steps:
+      opt.iterations.assign(step)
+      values.append(rate().numpy())
+    return np.asarray(values)
+
+  @tf.function
+  def sweep(steps):
+    out = tf.TensorArray(tf.float64, size=tf.size(steps))
+
+    def body(i, out):
+      opt.iterations.assign(steps[i])
+      return i + 1, out.write(i, rate())
+
+    _, out = tf.while_loop(lambda i, _: i < tf.size(steps), body, (0, out))
+    return out.stack()
+
+  opt.iterations  # creates the variable outside the function  # noqa: B018
+  return sweep(tf.constant(steps)).numpy()

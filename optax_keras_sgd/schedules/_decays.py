@@ -1,9 +1,26 @@
 """The Keras 2 learning-rate schedules, in `jax.numpy`, with float32 arithmetic.
 
-Each reproduces `tf_keras.optimizers.schedules` operation by operation: the
-step is cast to float32, Python constants enter as Keras's do, and products
-that feed additions are kept rounded (see `_numerics.rounded`), as
-TensorFlow computes them.
+Each reproduces `tf_keras.optimizers.schedules` operation by operation, in the
+form TensorFlow runs it in each of its two modes:
+
+* **Eager** (a concrete step): TensorFlow runs each op as written, so ours
+  divides, multiplies and adds as the Keras source reads.
+* **Graph** (a traced step: `jax.jit`, `lax.scan`, `vmap`, `grad`): Keras users
+  train inside `tf.function` (`model.fit`), where TensorFlow's graph optimizer
+  rewrites the schedule before it runs. It turns `x / c` for a constant `c`
+  into `x * (1/c)` with the reciprocal rounded to float32, folds constant
+  factors together (`pi * (x * (1/c))` becomes `(pi * (1/c)) * x`), and
+  replaces `pow(x, c)` by `sqrt`, `x * x`, `1 / x` ... for some `c`. Ours
+  writes each of those forms out, computing the folded constants on the host
+  in float32 as TensorFlow does.
+
+Under tracing, every constant enters as a runtime value (`_inputs`), so
+neither XLA's simplifier (which also turns division by a constant into a
+multiplication, and reassociates constant factors) nor LLVM (which would see
+through `_numerics.rounded` once it can prove a product's sign, and fuse a
+multiply-add) can rewrite it: the form written here is the form that runs.
+Products that feed an addition go through `_numerics.rounded`, since
+TensorFlow rounds each op.
 """
 
 from __future__ import annotations
@@ -15,6 +32,8 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import lax
 
 from optax_keras_sgd._numerics import rounded
 from optax_keras_sgd.schedules._base import LearningRateSchedule
@@ -22,17 +41,37 @@ from optax_keras_sgd.schedules._base import LearningRateSchedule
 F32 = jnp.float32
 
 
-def _f32(x: Any) -> jax.Array:
-  return jnp.asarray(x, F32)
+def _f32(x: Any) -> np.float32:
+  """A Python number as TensorFlow converts it: to the nearest float32."""
+  return np.float32(x)
 
 
-def _step(step: Any) -> jax.Array:
-  return jnp.asarray(step).astype(F32)
+def _reciprocal(x: Any) -> np.float32:
+  """`1 / x` in float32, as TensorFlow's graph optimizer folds it."""
+  return np.float32(1) / np.float32(x)
+
+
+def _inputs(step: Any, *constants: Any) -> tuple[jax.Array, bool, tuple[jax.Array, ...]]:
+  """The step as float32, whether it is traced, and the constants as arrays.
+
+  A traced step selects TensorFlow's graph-mode form. Each constant `c` is
+  then `-c if step == -2**31 else c`: a step that never occurs, but that no
+  compiler can rule out, so `c` reaches the arithmetic as a runtime value of
+  unknown sign. (An optimization barrier is not enough: XLA removes it before
+  code generation, and LLVM then folds the constants.) For a concrete step
+  the constants are plain operands already.
+  """
+  step = lax.convert_element_type(jnp.asarray(step), F32)
+  graph = isinstance(step, jax.core.Tracer)
+  arrays = tuple(jnp.asarray(c, F32) for c in constants)
+  if graph:
+    never = step == F32(-(2**31))
+    arrays = tuple(jnp.where(never, -a, a) for a in arrays)
+  return step, graph, arrays
 
 
 def _positive(name: str, value: Any, cls: str) -> None:
-  if isinstance(value, bool) or not isinstance(value, numbers.Real):
-    raise TypeError(f"{cls}: `{name}` must be a number. Received: {name}={value!r}.")
+  _number(name, value, cls)
   if not float(value) > 0:
     raise ValueError(f"{cls}: `{name}` must be > 0. Received: {name}={value}.")
 
@@ -57,11 +96,6 @@ class _RateDecay(LearningRateSchedule):
     self.staircase = staircase
     self.name = name
 
-  def _progress(self, step) -> jax.Array:
-    """`step / decay_steps`, floored with `staircase`."""
-    p = _step(step) / _f32(self.decay_steps)
-    return jnp.floor(p) if self.staircase else p
-
   def get_config(self):
     return {"initial_learning_rate": self.initial_learning_rate,
             "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
@@ -81,8 +115,13 @@ class ExponentialDecay(_RateDecay):
   """
 
   def __call__(self, step):
-    return _f32(self.initial_learning_rate) * jnp.power(_f32(self.decay_rate),
-                                                        self._progress(step))
+    step, graph, (initial, rate, decay_steps, inverse) = _inputs(
+        step, self.initial_learning_rate, self.decay_rate, self.decay_steps,
+        _reciprocal(self.decay_steps))
+    p = step * inverse if graph else step / decay_steps
+    if self.staircase:
+      p = jnp.floor(p)
+    return initial * jnp.power(rate, p)
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -152,23 +191,48 @@ class PolynomialDecay(LearningRateSchedule):
     self.name = name
 
   def __call__(self, step):
-    initial = _f32(self.initial_learning_rate)
-    end = _f32(self.end_learning_rate)
-    step = _step(step)
-    decay_steps = _f32(self.decay_steps)
+    step, graph, (end, power, decay_steps, inverse, span, one) = _inputs(
+        step, self.end_learning_rate, self.power, self.decay_steps,
+        _reciprocal(self.decay_steps),
+        _f32(self.initial_learning_rate) - _f32(self.end_learning_rate), 1.0)
     if self.cycle:
-      multiplier = jnp.where(step == 0, _f32(1.0), jnp.ceil(step / decay_steps))
-      decay_steps = decay_steps * multiplier
+      periods = rounded(step * inverse) if graph else step / decay_steps
+      multiplier = jnp.where(step == 0, one, jnp.ceil(periods))
+      p = step / (decay_steps * multiplier)
     else:
       step = jnp.minimum(step, decay_steps)
-    p = step / decay_steps
-    return rounded((initial - end) * jnp.power(_f32(1) - p, _f32(self.power))) + end
+      p = rounded(step * inverse) if graph else step / decay_steps
+    base = one - p
+    if graph:
+      scaled = _graph_power(base, float(_f32(self.power)), power, one, span)
+    else:
+      scaled = jnp.power(base, power) * span
+    return rounded(scaled) + end
 
   def get_config(self):
     return {"initial_learning_rate": self.initial_learning_rate,
             "decay_steps": self.decay_steps,
             "end_learning_rate": self.end_learning_rate, "power": self.power,
             "cycle": self.cycle, "name": self.name}
+
+
+def _graph_power(x: jax.Array, exponent: float, power: jax.Array,
+                 one: jax.Array, scale: jax.Array) -> jax.Array:
+  """`x ** power * scale` as TensorFlow's graph optimizer rewrites it.
+
+  A constant power 2 becomes `x * x`, 3 becomes `x * square(x)` (on CPU, and
+  `scale` is then pushed into the first factor), 0.5 `sqrt`, -0.5 `rsqrt`
+  (`1 / sqrt(x)` in TensorFlow's CPU kernel), -1 `reciprocal`, 1 and 0
+  identities; other powers stay `pow`.
+  """
+  if exponent == 3.0:
+    return (x * x) * (scale * x)
+  # `rounded` keeps XLA from turning `1 / sqrt(x)` into its `rsqrt`.
+  forms = {2.0: lambda: x * x, 1.0: lambda: x, 0.5: lambda: jnp.sqrt(x),
+           0.0: lambda: jnp.ones_like(x),
+           -0.5: lambda: one / rounded(jnp.sqrt(x)), -1.0: lambda: one / x}
+  form = forms.get(exponent)
+  return (form() if form else jnp.power(x, power)) * scale
 
 
 class InverseTimeDecay(_RateDecay):
@@ -181,16 +245,33 @@ class InverseTimeDecay(_RateDecay):
   """
 
   def __call__(self, step):
-    denominator = _f32(1) + rounded(_f32(self.decay_rate) * self._progress(step))
-    return _f32(self.initial_learning_rate) / denominator
+    step, graph, (initial, rate, decay_steps, inverse, rate_inverse, one) = _inputs(
+        step, self.initial_learning_rate, self.decay_rate, self.decay_steps,
+        _reciprocal(self.decay_steps),
+        _f32(self.decay_rate) * _reciprocal(self.decay_steps), 1.0)
+    if graph and not self.staircase:
+      # `decay_rate * (step * (1/decay_steps))`, the constants folded.
+      return initial / (rounded(step * rate_inverse) + one)
+    p = step * inverse if graph else step / decay_steps
+    if self.staircase:
+      p = jnp.floor(p)
+    return initial / (one + rounded(rate * p))
 
 
-def _cosine(step, decay_steps, alpha, decay_from):
-  fraction = step / decay_steps
-  cosine = _f32(0.5) * (_f32(1.0) + jnp.cos(_f32(math.pi) * fraction))
-  # Keras computes `1 - alpha` on the Python number, then converts.
-  decayed = rounded(_f32(1 - alpha) * cosine) + _f32(alpha)
-  return decay_from * decayed
+def _cosine_constants(alpha: float, period: float) -> tuple[Any, ...]:
+  """The constants of a cosine decay: `pi`, `1 + 0 * pi`, `0.5`, `alpha`,
+  `1 - alpha` (Keras computes it on the Python number), their graph-mode
+  product `(1 - alpha) * 0.5`, and the folded `pi * (1/period)`."""
+  pi = _f32(math.pi)
+  return (pi, 1.0, 0.5, alpha, 1 - alpha, _f32(1 - alpha) * _f32(0.5),
+          pi * _reciprocal(period))
+
+
+def _cosine(fraction, constants):
+  """`(1 - alpha) * 0.5 * (1 + cos(pi * fraction)) + alpha`, as Keras writes it."""
+  pi, one, half, alpha, keep, _, _ = constants
+  cosine = half * (one + jnp.cos(pi * fraction))
+  return rounded(keep * cosine) + alpha
 
 
 class CosineDecay(LearningRateSchedule):
@@ -209,10 +290,17 @@ class CosineDecay(LearningRateSchedule):
                alpha: float = 0.0, name: str | None = None,
                warmup_target: float | None = None, warmup_steps: float = 0):
     _number("initial_learning_rate", initial_learning_rate, "CosineDecay")
-    _positive("decay_steps", decay_steps, "CosineDecay")
-    _number("alpha", alpha, "CosineDecay")
-    if warmup_target is not None:
+    if warmup_target is None:
+      _positive("decay_steps", decay_steps, "CosineDecay")
+    else:
+      # Warmup alone (`decay_steps=0`) is valid, as in Keras; after the
+      # warmup its rate is then NaN (0/0), also as in Keras.
       _number("warmup_target", warmup_target, "CosineDecay")
+      _number("decay_steps", decay_steps, "CosineDecay")
+      if decay_steps < 0:
+        raise ValueError("CosineDecay: `decay_steps` must be >= 0. Received: "
+                         f"decay_steps={decay_steps}.")
+    _number("alpha", alpha, "CosineDecay")
     _number("warmup_steps", warmup_steps, "CosineDecay")
     if warmup_steps < 0:
       raise ValueError("CosineDecay: `warmup_steps` must be >= 0. Received: "
@@ -225,18 +313,30 @@ class CosineDecay(LearningRateSchedule):
     self.warmup_steps = warmup_steps
 
   def __call__(self, step):
-    initial = _f32(self.initial_learning_rate)
-    decay_steps = _f32(self.decay_steps)
-    step = _step(step)
-    if self.warmup_target is None:
+    warmup = self.warmup_target is not None
+    step, graph, constants = _inputs(
+        step, self.initial_learning_rate, self.decay_steps,
+        self.warmup_target if warmup else 0.0, self.warmup_steps,
+        _f32(self.decay_steps) + _f32(self.warmup_steps),
+        *_cosine_constants(self.alpha, self.decay_steps))
+    initial, decay_steps, target, warmup_steps, horizon = constants[:5]
+    cosine = constants[5:]
+    if not warmup:
       step = jnp.minimum(step, decay_steps)
-      return _cosine(step, decay_steps, self.alpha, initial)
-    target = _f32(self.warmup_target)
-    warmup_steps = _f32(self.warmup_steps)
-    step = jnp.minimum(step, decay_steps + warmup_steps)
-    warmup = rounded((target - initial) * (step / warmup_steps)) + initial
-    decay = _cosine(step - warmup_steps, decay_steps, self.alpha, target)
-    return jnp.where(step < warmup_steps, warmup, decay)
+      if graph:
+        # `pi * (step * (1/decay_steps))` and `(1 - alpha) * (0.5 * x)`, the
+        # constants folded.
+        _, one, _, alpha, _, keep_half, pi_inverse = cosine
+        wave = jnp.cos(step * pi_inverse) + one
+        return (rounded(wave * keep_half) + alpha) * initial
+      return initial * _cosine(step / decay_steps, cosine)
+    # Keras branches with `tf.cond`; in graph mode the constants reach the
+    # branches through switches, so no division is rewritten: both modes
+    # compute the same.
+    step = jnp.minimum(step, horizon)
+    rising = rounded((target - initial) * (step / warmup_steps)) + initial
+    decaying = target * _cosine((step - warmup_steps) / decay_steps, cosine)
+    return jnp.where(step < warmup_steps, rising, decaying)
 
   def get_config(self):
     return {"initial_learning_rate": self.initial_learning_rate,
@@ -272,26 +372,39 @@ class CosineDecayRestarts(LearningRateSchedule):
     self.name = name
 
   def __call__(self, step):
-    alpha = _f32(self.alpha)
-    t_mul = _f32(self.t_mul)
-    fraction = _step(step) / _f32(self.first_decay_steps)
-    one = _f32(1.0)
+    t_mul, alpha = _f32(self.t_mul), _f32(self.alpha)
+    geometric = t_mul != 1
+    # log(t_mul) to the nearest float32, as TensorFlow's kernel computes it.
+    log_t = _f32(math.log(t_mul)) if geometric else _f32(1)
+    keep = _f32(1) - alpha
+    step, graph, constants = _inputs(
+        step, self.initial_learning_rate, self.first_decay_steps,
+        _reciprocal(self.first_decay_steps), t_mul, self.m_mul, alpha, 1.0,
+        0.5, math.pi, log_t, _f32(1) - t_mul, keep,
+        _reciprocal(log_t), _reciprocal(_f32(1) - t_mul) if geometric else 1.0,
+        keep * _f32(0.5))
+    (initial, periods, inverse, t_mul, m_mul, alpha, one, half, pi, log_t,
+     shrink, keep, inverse_log_t, inverse_shrink, keep_half) = constants
+    fraction = step * inverse if graph else step / periods
 
-    # Geometric periods (t_mul != 1).
-    i_geo = jnp.floor(jnp.log(one - rounded(fraction * (one - t_mul))) / jnp.log(t_mul))
-    sum_r = (one - t_mul**i_geo) / (one - t_mul)
-    fraction_geo = (fraction - sum_r) / t_mul**i_geo
-    # Equal periods (t_mul == 1).
-    i_eq = jnp.floor(fraction)
-    fraction_eq = fraction - i_eq
+    if geometric:
+      ratio = jnp.log(one - rounded(fraction * shrink))
+      i_restart = jnp.floor(ratio * inverse_log_t if graph else ratio / log_t)
+      growth = jnp.power(t_mul, i_restart)
+      past = (rounded(inverse_shrink * (one - growth)) if graph
+              else (one - growth) / shrink)
+      # `rounded`: XLA rewrites `x / pow(t, i)` into `x * pow(t, -i)`.
+      fraction = (fraction - past) / rounded(growth)
+    else:
+      i_restart = jnp.floor(fraction)
+      fraction = fraction - i_restart
 
-    equal = t_mul == one
-    i_restart = jnp.where(equal, i_eq, i_geo)
-    fraction = jnp.where(equal, fraction_eq, fraction_geo)
-    m_fac = _f32(self.m_mul) ** i_restart
-    cosine = _f32(0.5) * m_fac * (one + jnp.cos(_f32(math.pi) * fraction))
-    decayed = rounded((one - alpha) * cosine) + alpha
-    return _f32(self.initial_learning_rate) * decayed
+    m_fac = jnp.power(m_mul, i_restart)
+    wave = one + jnp.cos(pi * fraction)
+    if graph:
+      # `(1 - alpha) * ((0.5 * m_fac) * wave)`, the constants pushed together.
+      return (alpha + rounded(wave * (keep_half * m_fac))) * initial
+    return initial * (rounded(keep * (half * m_fac * wave)) + alpha)
 
   def get_config(self):
     return {"initial_learning_rate": self.initial_learning_rate,
