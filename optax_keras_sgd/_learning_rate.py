@@ -32,13 +32,16 @@ def learning_rate_at(
   through float32 and is cast to `dtype`. A positive `decay` then divides by
   `1 + decay * count`, computed in `dtype`.
   """
-  step = jnp.asarray(count).astype(dtype)
+  # Each op rounds to `dtype` (`rounded`), as TensorFlow's kernels do: XLA
+  # would otherwise keep float16/bfloat16 intermediates in float32.
+  rounded = _numerics.rounded
+  step = rounded(jnp.asarray(count).astype(dtype))
   lr = learning_rate(step) if callable(learning_rate) else learning_rate
   lr = _numerics.as_hyperparameter(lr, dtype)
   if _validation.concrete_number(decay) != 0.0:
     decay_t = _numerics.as_hyperparameter(decay, dtype)
-    lr = lr / (jnp.asarray(1.0, dtype) + _numerics.rounded(decay_t * step))
-  return lr
+    lr = lr / rounded(jnp.asarray(1.0, dtype) + rounded(decay_t * step))
+  return rounded(lr)
 
 
 def scale_by_learning_rate(

@@ -43,18 +43,26 @@ def to_tf_grad(g, dtype):
   return tf.constant(np.asarray(g, np.float64), dtype=tf_dtype(dtype))
 
 
-def run(params, grad_steps, dtype="float32", **sgd_kwargs):
+def run(params, grad_steps, dtype="float32", graph=True, **sgd_kwargs):
   """Applies each list of gradients in `grad_steps` to `params` with the
-  reference; returns the params after each step and the optimizer."""
+  reference; returns the params after each step and the optimizer.
+
+  With `graph` (the default), each step runs inside one `tf.function`, as
+  `model.fit` runs it, the mode our jit-compiled code matches; otherwise
+  eagerly, the mode our eager calls match.
+  """
   variables = [
       tf.Variable(np.asarray(p, np.float64), dtype=tf_dtype(dtype), name=f"w{i}")
       for i, p in enumerate(params)
   ]
   opt = tf_keras.optimizers.legacy.SGD(**sgd_kwargs)
+  apply = opt.apply_gradients
+  if graph:
+    apply = tf.function(lambda pairs: opt.apply_gradients(pairs) and None)
   trajectory = []
   for grads in grad_steps:
     pairs = [(to_tf_grad(g, dtype), v) for g, v in zip(grads, variables)]
-    opt.apply_gradients(pairs)
+    apply(pairs)
     trajectory.append([_to_numpy(v) for v in variables])
   return trajectory, opt
 

@@ -82,7 +82,7 @@ def test_without_jit_matches_reference(jit):
   config = dict(learning_rate=0.05, momentum=0.9, nesterov=True, decay=0.01)
   rng = np.random.default_rng(7)
   params, grads = random_problem(rng, SHAPES, 10)
-  ref, _ = reference.run(params, grads, **config)
+  ref, _ = reference.run(params, grads, graph=jit, **config)
   assert_trajectories(run_sgd(params, grads, jit=jit, **config), ref)
 
 
