@@ -49,6 +49,8 @@ def rounded(product: jax.Array) -> jax.Array:
   """
   # Lax primitives only, with a literal zero: no nested jit, the fewest
   # operations to trace and compile (once per tensor).
+  if product.dtype.kind == "c":  # each part is a real product or sum of them
+    return lax.complex(rounded(lax.real(product)), rounded(lax.imag(product)))
   bits = lax.bitcast_convert_type(product, _SAME_WIDTH_INT[product.dtype.itemsize])
   return lax.select(lax.lt(bits, bits.dtype.type(0)), product, lax.abs(product))
 

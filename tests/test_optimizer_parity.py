@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -195,3 +196,26 @@ def test_momentum_schedule_matches_reference_given_the_same_values():
     opt.apply_gradients([(jnp.asarray(g), v)])
     np.testing.assert_array_equal(v.numpy(), tf_v.numpy())
   assert opt.compiled_count() <= 2
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+@pytest.mark.parametrize("config", [
+    dict(learning_rate=0.1, momentum=0.9, nesterov=True),
+    dict(learning_rate=0.1, decay=0.01),
+    dict(learning_rate=0.05),
+])
+def test_complex_variables_match_reference(dtype, config):
+  """tf_keras's own optimizer tests train complex variables on CPU."""
+  rng = np.random.default_rng(0)
+  shape = (5,)
+  w0 = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
+  grads = [(rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
+           for _ in range(6)]
+  tf_var, tf_opt = tf.Variable(w0), keras_sgd(**config)
+  apply = tf.function(lambda g: tf_opt.apply_gradients([(g, tf_var)]) and None)
+  with jax.enable_x64(dtype == "complex128"):
+    var, opt = Variable(jnp.asarray(w0)), SGD(**config)
+    for g in grads:
+      apply(tf.constant(g))
+      opt.apply_gradients([(jnp.asarray(g), var)])
+      np.testing.assert_array_equal(np.asarray(var.numpy()), tf_var.numpy())
