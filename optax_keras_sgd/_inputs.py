@@ -44,7 +44,9 @@ def as_slot_value(value: np.ndarray, slot: Variable) -> jax.Array:
 
 def split_pairs(grads_and_vars: Iterable[Any]) -> tuple[list[Any], list[Variable]]:
   """The gradients and Variables of `(gradient, Variable)` pairs, leaving out
-  pairs whose gradient is `None` (with Keras's warning).
+  pairs whose gradient is `None` (with Keras's warning). No pairs at all is
+  no step (empty lists), as in Keras. Gradients given as Variables, Python
+  lists or numbers become arrays, as TensorFlow converts them.
 
   Runs once per step, so the common case is checked with whole-list
   operations; the per-pair loop only runs to name what is wrong.
@@ -70,7 +72,9 @@ def split_pairs(grads_and_vars: Iterable[Any]) -> tuple[list[Any], list[Variable
         raise ValueError(f"Variable '{v.name}' appears more than once in "
                          "`grads_and_vars`.")
       seen.add(id(v))
-  if id(None) in set(map(id, grads)) or not pairs:
+  if not pairs:
+    return [], []
+  if id(None) in set(map(id, grads)):
     kept = [(g, v) for g, v in zip(grads, variables) if g is not None]
     if not kept:
       raise ValueError(f"No gradients provided for any variable: "
@@ -80,7 +84,22 @@ def split_pairs(grads_and_vars: Iterable[Any]) -> tuple[list[Any], list[Variable
                   f"{[v.name for g, v in zip(grads, variables) if g is None]} "
                   "when minimizing the loss.", stacklevel=3)
     grads, variables = [g for g, _ in kept], [v for _, v in kept]
+  if any(issubclass(t, _CONVERTED) for t in set(map(type, grads))):
+    grads = [_as_gradient(g) for g in grads]
   return grads, variables
+
+
+_CONVERTED = (Variable, list, tuple, float, int)
+
+
+def _as_gradient(g: Any) -> Any:
+  """A gradient as an array: a Variable's value, or a list or number as
+  TensorFlow's `convert_to_tensor` reads Python floats (float32)."""
+  if isinstance(g, Variable):
+    return g.value()
+  if isinstance(g, _CONVERTED):
+    return jnp.asarray(np.asarray(g, np.float32))
+  return g
 
 
 def _explain_pairs(pairs: list[Any]) -> None:

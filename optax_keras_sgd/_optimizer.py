@@ -379,6 +379,8 @@ class SGD:
     if self._pytree is not None:
       raise ValueError(_BOTH_PATHS)
     grads, variables = _inputs.split_pairs(grads_and_vars)
+    if not variables:  # Keras takes no step for an empty list
+      return Variable(self.iterations.value(), name="iter", trainable=False)
     slots = self._checked_slots(grads, variables)
     # Whether to donate is decided before the values are listed: the list
     # would count as one more owner.

@@ -219,3 +219,22 @@ def test_complex_variables_match_reference(dtype, config):
       apply(tf.constant(g))
       opt.apply_gradients([(jnp.asarray(g), var)])
       np.testing.assert_array_equal(np.asarray(var.numpy()), tf_var.numpy())
+
+
+def test_empty_lists_gradient_lists_and_variable_gradients_as_in_reference():
+  """No pairs is no step; gradients given as Python lists or Variables are
+  converted, as tf_keras converts them."""
+  tf_var, tf_opt = tf.Variable(np.ones(3, np.float32)), keras_sgd(0.1, momentum=0.9)
+  var, opt = Variable(jnp.ones(3)), SGD(0.1, momentum=0.9)
+  steps = [
+      lambda o, v, V: o.apply_gradients([]),
+      lambda o, v, V: o.minimize(lambda: 0.0 * v[0], []),
+      lambda o, v, V: o.apply_gradients([([1.0, 2.0, 3.0], v)]),
+      lambda o, v, V: o.apply_gradients([(V(np.ones(3, np.float32)), v)]),
+  ]
+  for step in steps:
+    step(tf_opt, tf_var, tf.Variable)
+    step(opt, var, Variable)
+    assert int(opt.iterations) == int(tf_opt.iterations)
+    np.testing.assert_array_equal(np.asarray(var.numpy()), tf_var.numpy())
+  assert int(opt.iterations) == 2
