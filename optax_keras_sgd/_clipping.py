@@ -77,9 +77,12 @@ def _tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
   denominator = lax.max(l2norm, c)
   if axis is not None:
     denominator = lax.broadcast_in_dim(denominator, g.shape, (0,))
-  # An infinite or NaN element makes the norm inf or NaN, so `divide`'s NaN
-  # for such elements is TensorFlow's answer too.
-  return _numerics.divide(lax.mul(g, c), denominator)
+  # XLA turns this division by a broadcast scalar into a multiplication by
+  # its reciprocal (one more rounding than TensorFlow's). Keeping it a true
+  # division (a divisor of `g`'s shape) costs a full-size temporary where
+  # the clipped gradient has two uses (Nesterov), so the norm clips keep the
+  # ulp bound instead.
+  return lax.div(lax.mul(g, c), denominator)
 
 
 def _flat_clip_by_norm(g: _flat.FlatParams, clipnorm) -> _flat.FlatParams:

@@ -64,22 +64,6 @@ def rounded_product(scalar: jax.Array, x: jax.Array) -> jax.Array:
   return rounded(lax.mul(lax.convert_element_type(scalar, x.dtype), x))
 
 
-def divide(x: jax.Array, d: jax.Array) -> jax.Array:
-  """`x / d` as an IEEE division, also where `d` is broadcast against `x`.
-
-  XLA rewrites `x / broadcast(d)` into `x * broadcast(1 / d)`, eagerly and
-  under jit, on any backend: two roundings where TensorFlow's kernels (and
-  Keras's `clip_by_norm`) divide once. The divisor `d + 0 * x` has `x`'s
-  shape, so it is no broadcast, and equals `d` wherever `x` is finite; where
-  `x` is infinite or NaN the quotient is NaN. The extra multiply-add rides
-  in the same fused loop, at no memory cost.
-  """
-  d = lax.convert_element_type(d, x.dtype)
-  if d.shape != x.shape:  # a scalar
-    d = lax.broadcast_in_dim(d, x.shape, ())
-  return lax.div(x, lax.add(d, lax.mul(x, x.dtype.type(0))))
-
-
 def stacked_scalars(scalars: list[jax.Array]) -> jax.Array:
   """One scalar per tensor as a vector, ready for a single reduction.
 
