@@ -51,7 +51,8 @@ def _reciprocal(x: Any) -> np.float32:
   return np.float32(1) / np.float32(x)
 
 
-def _inputs(step: Any, *constants: Any) -> tuple[jax.Array, bool, tuple[jax.Array, ...]]:
+def _inputs(step: Any,
+            *constants: Any) -> tuple[jax.Array, bool, tuple[jax.Array, ...]]:
   """The step as float32, whether it is traced, and the constants as arrays.
 
   A traced step selects TensorFlow's graph-mode form. Each constant `c` is
@@ -372,17 +373,16 @@ class CosineDecayRestarts(LearningRateSchedule):
     self.name = name
 
   def __call__(self, step):
-    t_mul, alpha = _f32(self.t_mul), _f32(self.alpha)
-    geometric = t_mul != 1
+    t_mul32, alpha32 = _f32(self.t_mul), _f32(self.alpha)
+    geometric = t_mul32 != 1
     # log(t_mul) to the nearest float32, as TensorFlow's kernel computes it.
-    log_t = _f32(math.log(t_mul)) if geometric else _f32(1)
-    keep = _f32(1) - alpha
+    log_t32 = _f32(math.log(t_mul32)) if geometric else _f32(1)
+    keep32, shrink32 = _f32(1) - alpha32, _f32(1) - t_mul32
     step, graph, constants = _inputs(
         step, self.initial_learning_rate, self.first_decay_steps,
-        _reciprocal(self.first_decay_steps), t_mul, self.m_mul, alpha, 1.0,
-        0.5, math.pi, log_t, _f32(1) - t_mul, keep,
-        _reciprocal(log_t), _reciprocal(_f32(1) - t_mul) if geometric else 1.0,
-        keep * _f32(0.5))
+        _reciprocal(self.first_decay_steps), t_mul32, self.m_mul, alpha32, 1.0,
+        0.5, math.pi, log_t32, shrink32, keep32, _reciprocal(log_t32),
+        _reciprocal(shrink32) if geometric else 1.0, keep32 * _f32(0.5))
     (initial, periods, inverse, t_mul, m_mul, alpha, one, half, pi, log_t,
      shrink, keep, inverse_log_t, inverse_shrink, keep_half) = constants
     fraction = step * inverse if graph else step / periods
