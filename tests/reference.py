@@ -21,11 +21,18 @@ TF_DTYPES = {
     "bfloat16": tf.bfloat16,
     "float32": tf.float32,
     "float64": tf.float64,
+    "complex64": tf.complex64,
+    "complex128": tf.complex128,
 }
 
 
 def tf_dtype(dtype) -> tf.DType:
   return TF_DTYPES[np.dtype(dtype).name]
+
+
+def _wide(x, dtype):
+  """`x` as float64 (complex128 for complex dtypes), exact for every dtype."""
+  return np.asarray(x, np.complex128 if np.dtype(dtype).kind == "c" else np.float64)
 
 
 def to_tf_grad(g, dtype):
@@ -34,13 +41,13 @@ def to_tf_grad(g, dtype):
   if isinstance(g, tuple):
     values, indices, dense_shape = g
     return tf.IndexedSlices(
-        tf.constant(np.asarray(values, np.float64), dtype=tf_dtype(dtype)),
+        tf.constant(_wide(values, dtype), dtype=tf_dtype(dtype)),
         tf.constant(indices, dtype=tf.int64),
         tf.constant(dense_shape, dtype=tf.int64),
     )
   if g is None:
     return None
-  return tf.constant(np.asarray(g, np.float64), dtype=tf_dtype(dtype))
+  return tf.constant(_wide(g, dtype), dtype=tf_dtype(dtype))
 
 
 def run(params, grad_steps, dtype="float32", graph=True, **sgd_kwargs):
@@ -52,7 +59,7 @@ def run(params, grad_steps, dtype="float32", graph=True, **sgd_kwargs):
   eagerly, the mode our eager calls match.
   """
   variables = [
-      tf.Variable(np.asarray(p, np.float64), dtype=tf_dtype(dtype), name=f"w{i}")
+      tf.Variable(_wide(p, dtype), dtype=tf_dtype(dtype), name=f"w{i}")
       for i, p in enumerate(params)
   ]
   opt = tf_keras.optimizers.legacy.SGD(**sgd_kwargs)

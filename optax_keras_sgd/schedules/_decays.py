@@ -260,12 +260,13 @@ class InverseTimeDecay(_RateDecay):
 
 
 def _cosine_constants(alpha: float, period: float) -> tuple[Any, ...]:
-  """The constants of a cosine decay: `pi`, `1 + 0 * pi`, `0.5`, `alpha`,
-  `1 - alpha` (Keras computes it on the Python number), their graph-mode
-  product `(1 - alpha) * 0.5`, and the folded `pi * (1/period)`."""
+  """The constants of a cosine decay: `pi`, `1`, `0.5`, `alpha`, `1 - alpha`
+  (Keras computes it on the Python number), their graph-mode product
+  `(1 - alpha) * 0.5`, and the folded `pi * (1/period)` (0 for a warmup-only
+  schedule, which never uses it)."""
   pi = _f32(math.pi)
   return (pi, 1.0, 0.5, alpha, 1 - alpha, _f32(1 - alpha) * _f32(0.5),
-          pi * _reciprocal(period))
+          pi * _reciprocal(period) if period else 0.0)
 
 
 def _cosine(fraction, constants):
