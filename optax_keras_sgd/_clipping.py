@@ -18,6 +18,15 @@ from jax import lax
 from optax_keras_sgd import _flat, _numerics, _sparse, _validation
 
 
+def _real(argument: str, g: jax.Array) -> jax.Array:
+  """`g`, checked to be real: TensorFlow's clip ops take no complex numbers."""
+  if jnp.issubdtype(g.dtype, jnp.complexfloating):
+    raise TypeError(
+        f"`{argument}` cannot clip complex gradients (the reference cannot "
+        f"either). Received a gradient of dtype {g.dtype} with shape {g.shape}.")
+  return g
+
+
 def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformation:
   r"""Clips every gradient element to `[-clipvalue, clipvalue]`.
 
@@ -35,6 +44,7 @@ def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformati
 
   Raises:
     ValueError: if `clipvalue` is negative.
+    TypeError: from `update`, if a gradient is complex.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -46,7 +56,7 @@ def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformati
   _validation.check_non_negative("clipvalue", clipvalue)
 
   def clip(g):
-    c = _numerics.as_threshold(clipvalue, g.dtype)
+    c = _numerics.as_threshold(clipvalue, _real("clipvalue", g).dtype)
     return jnp.maximum(jnp.minimum(g, c), -c)
 
   def update_fn(updates, state, params=None):
@@ -69,7 +79,7 @@ def _tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
   `axis=1`)."""
   # Lax primitives: this runs once per tensor, and nested jits multiply
   # tracing time by the number of tensors.
-  c = _numerics.as_threshold(clipnorm, g.dtype)
+  c = _numerics.as_threshold(clipnorm, _real("clipnorm", g).dtype)
   l2sum = _sum_of_squares(g, axis)
   positive = lax.gt(l2sum, g.dtype.type(0))
   l2sum_safe = lax.select(positive, l2sum, lax.full_like(l2sum, 1))
@@ -111,6 +121,7 @@ def clip_by_norm(clipnorm: jax.typing.ArrayLike) -> optax.GradientTransformation
 
   Raises:
     ValueError: if `clipnorm` is negative.
+    TypeError: from `update`, if a gradient is complex.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -148,7 +159,8 @@ def global_norm(updates) -> jax.Array:
     >>> global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
     Array(5., dtype=float32)
   """
-  values = [_sparse.dense_values(g) for g in _sparse.tree_leaves_gradients(updates)]
+  values = [_real("global_clipnorm", _sparse.dense_values(g))
+            for g in _sparse.tree_leaves_gradients(updates)]
   dtype = jnp.result_type(*values)
   # The halving is exact, so it comes after the sum: inside it, XLA on CPU
   # would stream a full-size array of 0.5s next to each gradient.
@@ -181,6 +193,7 @@ def clip_by_global_norm(
 
   Raises:
     ValueError: if `global_clipnorm` is negative.
+    TypeError: from `update`, if a gradient is complex.
 
   Examples:
     >>> import jax.numpy as jnp

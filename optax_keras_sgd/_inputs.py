@@ -109,6 +109,12 @@ def _explain_pairs(pairs: list[Any]) -> None:
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
       raise TypeError(f"`grads_and_vars[{i}]` must be a (gradient, Variable) "
                       f"pair. Received: {pair!r:.80}.")
+    if isinstance(pair[1], (jax.Array, np.ndarray)):
+      raise NotImplementedError(
+          f"Updating an array is not implemented (`grads_and_vars[{i}][1]` "
+          f"is a {type(pair[1]).__name__} of shape {np.shape(pair[1])}): arrays "
+          "are immutable. Hold it in an optax_keras_sgd.Variable, or use "
+          "`update(params, grads)` for a pytree.")
     if not isinstance(pair[1], Variable):
       raise TypeError(f"`grads_and_vars[{i}][1]` must be an "
                       f"optax_keras_sgd.Variable. Received: "

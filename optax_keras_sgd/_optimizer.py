@@ -69,6 +69,9 @@ class SGD:
       all finite changes nothing (variables, slots, `iterations`) and is
       counted in `skipped_steps`. Keras's behaviour (NaN propagates) is the
       default.
+    gradient_aggregator: as in Keras, a callable that takes the list of
+      `(gradient, Variable)` pairs of a step and returns the pairs to apply
+      (before clipping). Defaults to none: the pairs as given.
     **kwargs: `clipvalue`, `clipnorm`, `global_clipnorm`, `decay`, or `lr`
       (a deprecated alias of `learning_rate`), as in Keras.
 
@@ -91,7 +94,9 @@ class SGD:
 
   def __init__(self, learning_rate: Any = 0.01, momentum: Any = 0.0,
                nesterov: bool = False, name: str = "SGD", *,
-               skip_non_finite: bool = False, **kwargs: Any):
+               skip_non_finite: bool = False,
+               gradient_aggregator: Callable[[list[Any]], Any] | None = None,
+               **kwargs: Any):
     for key, value in kwargs.items():
       if key not in ALLOWED_KWARGS:
         raise TypeError(
@@ -111,6 +116,11 @@ class SGD:
     _validation.check_bool("skip_non_finite", skip_non_finite)
     _validation.check_clip_exclusive(kwargs.get("clipnorm"),
                                      kwargs.get("global_clipnorm"))
+    if gradient_aggregator is not None and not callable(gradient_aggregator):
+      raise TypeError("`gradient_aggregator` must be a callable on (gradient, "
+                      "Variable) pairs. Received: "
+                      f"{type(gradient_aggregator).__name__}.")
+    self.gradient_aggregator = gradient_aggregator
     self._name = name
     self._decay = float(kwargs.get("decay", 0.0))
     self._clipvalue = _inputs.threshold(kwargs.get("clipvalue"))
@@ -231,7 +241,19 @@ class SGD:
 
   @iterations.setter
   def iterations(self, value: Any) -> None:
-    self.iterations.assign(_inputs.as_count(value, "iterations"))
+    """A `Variable` becomes the optimizer's counter (it advances it), as in
+    Keras, if no weights exist yet; a number sets the count."""
+    if not isinstance(value, Variable):
+      self.iterations.assign(_inputs.as_count(value, "iterations"))
+      return
+    if self._iterations is not None:
+      raise RuntimeError(
+          "Cannot set `iterations` to a new Variable after the Optimizer "
+          f"weights have been created. Here it is attempting to set "
+          f"`iterations` to {value!r}.")
+    _inputs.as_count(value.numpy(), "iterations")
+    self._iterations = value
+    self._weights.insert(0, value)
 
   def add_slot(self, var: Any, slot_name: str, initializer: Any = "zeros",
                shape: Any = None) -> Variable:
@@ -367,18 +389,24 @@ class SGD:
 
     Variables may hold arrays sharded over many devices: the step runs on
     the global arrays and keeps every shard where it is. Gradients of a
-    loss over global arrays are already summed over all devices, so there is
-    nothing left to aggregate and `experimental_aggregate_gradients` (kept
-    for Keras compatibility) changes nothing. Per-replica gradients inside
-    `shard_map` are the functional API's case: `sgd(..., axis_name="data")`.
+    loss over global arrays are already summed over all devices, so the
+    default aggregation changes nothing; with `experimental_aggregate_gradients`
+    (the default) the pairs first go through `_aggregate_gradients`, that is
+    through `gradient_aggregator` when one was given. Per-replica gradients
+    inside `shard_map` are the functional API's case:
+    `sgd(..., axis_name="data")`. A Variable's `constraint` is applied to it
+    after its update.
 
     Returns:
       The new step count (an object with `.numpy()`).
     """
-    del name, experimental_aggregate_gradients
+    del name
     if self._pytree is not None:
       raise ValueError(_BOTH_PATHS)
     grads, variables = _inputs.split_pairs(grads_and_vars)
+    if variables and experimental_aggregate_gradients:
+      grads, variables = _inputs.split_pairs(
+          self._aggregate_gradients(list(zip(grads, variables))))
     if not variables:  # Keras takes no step for an empty list
       return Variable(self.iterations.value(), name="iter", trainable=False)
     slots = self._checked_slots(grads, variables)
@@ -388,7 +416,18 @@ class SGD:
     new_values = self._run([v._value for v in variables], grads, slots, donate)
     for v, x in zip(variables, new_values):
       v._value = x
+      if v.constraint is not None:  # after the update, as Keras applies it
+        v.assign(v.constraint(v))
     return Variable(self.iterations.value(), name="iter", trainable=False)
+
+  def _aggregate_gradients(self, grads_and_vars: list[Any]) -> list[Any]:
+    """Keras's hook between the gradients and the step: returns
+    `gradient_aggregator(grads_and_vars)`, or the pairs unchanged (the
+    gradients of a loss over global arrays are already summed over
+    devices). Subclasses may override it, as in Keras."""
+    if self.gradient_aggregator is None:
+      return grads_and_vars
+    return self.gradient_aggregator(grads_and_vars)
 
   def update(self, params: Any, grads: Any, *, donate: bool = False) -> Any:
     """The pytree path: returns `params` updated with `grads` (same trees).
@@ -523,7 +562,7 @@ class SGD:
         self.iterations.value(), self._skipped.value(), lr_arg, momentum)
     for s, x in zip(slots, new_velocities or []):
       s._value = x
-    self.iterations._value = new_count
+    self.iterations._value = new_count.astype(self.iterations.dtype)
     self._skipped._value = skipped
     return new_values
 
@@ -543,10 +582,8 @@ class SGD:
           "JAX cannot differentiate a loss value after it was computed: pass "
           f"`loss` as a zero-argument callable. Received: {type(loss).__name__}.")
     if callable(var_list):
+      loss()  # Keras evaluates the loss first, so it may build its variables.
       variables = list(var_list())
-      if not variables:
-        loss()  # Let the loss create its variables, as Keras allows.
-        variables = list(var_list())
     else:
       variables = list(var_list)
     for i, v in enumerate(variables):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -44,6 +45,9 @@ class Variable:
     name: the variable's name; defaults to `Variable`, `Variable_1`, ...
     trainable: whether optimizers should train it (informational here).
     dtype: cast the initial value to this dtype.
+    constraint: as in `tf.Variable`, a callable an optimizer applies after
+      each update: the variable's new value becomes `constraint(variable)`
+      (a projection such as a max-norm or non-negativity constraint).
 
   Examples:
     >>> import jax.numpy as jnp
@@ -59,7 +63,11 @@ class Variable:
   __array_priority__ = 100
 
   def __init__(self, initial_value: Any, name: str | None = None,
-               trainable: bool = True, dtype: Any = None):
+               trainable: bool = True, dtype: Any = None, *,
+               constraint: Callable[[Any], Any] | None = None):
+    if constraint is not None and not callable(constraint):
+      raise ValueError("`constraint` must be None or a callable. Received: "
+                       f"{constraint!r} (of type {type(constraint).__name__}).")
     if callable(initial_value):
       initial_value = initial_value()
     initial_value = _unwrap(initial_value)
@@ -71,6 +79,7 @@ class Variable:
     self._name = name if name is not None else (
         "Variable" if number == 0 else f"Variable_{number}")
     self._trainable = bool(trainable)
+    self._constraint = constraint
 
   # -- Keras/TF surface ------------------------------------------------------
 
@@ -81,6 +90,10 @@ class Variable:
   @property
   def trainable(self) -> bool:
     return self._trainable
+
+  @property
+  def constraint(self) -> Callable[[Any], Any] | None:
+    return self._constraint
 
   @property
   def shape(self) -> tuple[int, ...]:
@@ -181,13 +194,13 @@ class Variable:
   # -- pytree -----------------------------------------------------------------
 
   def tree_flatten(self):
-    return (self._value,), (self._name, self._trainable)
+    return (self._value,), (self._name, self._trainable, self._constraint)
 
   @classmethod
   def tree_unflatten(cls, aux, children):
     out = object.__new__(cls)
     out._value, = children
-    out._name, out._trainable = aux
+    out._name, out._trainable, out._constraint = aux
     return out
 
 

@@ -74,6 +74,32 @@ def run(params, grad_steps, dtype="float32", graph=True, **sgd_kwargs):
   return trajectory, opt
 
 
+def stepper(param, dtype="float32", **sgd_kwargs):
+  """The reference on one variable, one step at a time, inside `tf.function`.
+
+  Returns `step(gradient)`, which applies one step and returns the state
+  before and after it: `(param, velocity)` pairs as float64 arrays (the
+  optimizer must have momentum). Tests start our step from the reference's
+  own state, so each comparison covers one step and nothing accumulated.
+  """
+  variable = tf.Variable(_wide(param, dtype), dtype=tf_dtype(dtype), name="w")
+  opt = tf_keras.optimizers.legacy.SGD(**sgd_kwargs)
+  apply = tf.function(lambda pairs: opt.apply_gradients(pairs) and None)
+
+  def state():
+    velocity = opt.get_slot(variable, "momentum") if opt.weights else None
+    return (np.asarray(_to_numpy(variable), np.float64),
+            np.zeros(variable.shape) if velocity is None
+            else np.asarray(_to_numpy(velocity), np.float64))
+
+  def step(gradient):
+    before = state()
+    apply([(to_tf_grad(gradient, dtype), variable)])
+    return before, state()
+
+  return step
+
+
 def _to_numpy(v):
   value = v.numpy()
   if v.dtype == tf.bfloat16:

@@ -256,8 +256,8 @@ def test_malformed_pairs():
   with pytest.raises(TypeError, match=r"`grads_and_vars\[0\]` must be a"):
     SGD().apply_gradients([w])
   with pytest.raises(TypeError, match=r"`grads_and_vars\[0\]\[1\]` must be an "
-                     r"optax_keras_sgd.Variable. Received: ArrayImpl"):
-    SGD().apply_gradients([(jnp.ones(()), jnp.ones(()))])
+                     r"optax_keras_sgd.Variable. Received: str"):
+    SGD().apply_gradients([(jnp.ones(()), "w")])
 
 
 def test_unknown_kwarg_lists_allowed():
@@ -353,3 +353,9 @@ def test_pytree_update_with_donation_reuses_params_buffers():
   np.testing.assert_array_equal(p["x"], [0.5, 0.5])
   with pytest.raises(TypeError, match="`donate` must be a bool"):
     SGD().update({"x": jnp.ones(2)}, {"x": jnp.ones(2)}, donate="yes")
+
+
+def test_gradient_aggregator_must_be_callable():
+  with pytest.raises(TypeError, match="`gradient_aggregator` must be a callable on "
+                     r"\(gradient, Variable\) pairs. Received: int."):
+    SGD(gradient_aggregator=3)

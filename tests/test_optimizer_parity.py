@@ -235,3 +235,116 @@ def test_empty_lists_gradient_lists_and_variable_gradients_as_in_reference():
     assert int(opt.iterations) == int(tf_opt.iterations)
     np.testing.assert_array_equal(np.asarray(var.numpy()), tf_var.numpy())
   assert int(opt.iterations) == 2
+
+
+def test_iterations_set_to_a_variable_is_advanced_as_in_reference():
+  tf_count, count = tf.Variable(5, dtype=tf.int64), Variable(5)
+  tf_opt, opt = keras_sgd(0.1, momentum=0.9), SGD(0.1, momentum=0.9)
+  tf_opt.iterations, opt.iterations = tf_count, count
+  assert opt.iterations is count
+  tf_var, var = tf.Variable([1.0, 2.0]), Variable([1.0, 2.0])
+  for _ in range(3):
+    tf_opt.apply_gradients([(tf.constant([1.0, -1.0]), tf_var)])
+    opt.apply_gradients([(jnp.asarray([1.0, -1.0]), var)])
+  assert int(count) == int(tf_count) == 8
+  assert opt.weights[0] is count
+  np.testing.assert_array_equal(opt.get_weights()[1], tf_opt.get_weights()[1])
+  # Once the weights exist, both refuse a new counter Variable.
+  for o, v in [(tf_opt, tf.Variable(0, dtype=tf.int64)), (opt, Variable(0))]:
+    with pytest.raises(RuntimeError, match="Cannot set `iterations` to a new Variable"):
+      o.iterations = v
+  with pytest.raises(ValueError, match="`iterations` must be a non-negative integer"):
+    SGD().iterations = Variable(1.5)
+
+
+def test_variable_constraint_is_applied_after_each_update_as_in_reference():
+  tf_var = tf.Variable([1.0, -2.0, 0.3],
+                       constraint=lambda x: tf.clip_by_value(x, 0.0, 0.5))
+  var = Variable([1.0, -2.0, 0.3], constraint=lambda x: jnp.clip(x, 0.0, 0.5))
+  tf_opt, opt = keras_sgd(0.1, momentum=0.9), SGD(0.1, momentum=0.9)
+  rng = np.random.default_rng(2)
+  for _ in range(4):
+    g = rng.normal(size=3).astype(np.float32) * 5
+    tf_opt.apply_gradients([(tf.constant(g), tf_var)])
+    opt.apply_gradients([(jnp.asarray(g), var)])
+    np.testing.assert_array_equal(np.asarray(var.numpy()), tf_var.numpy())
+    # The velocity is the unconstrained update's.
+    np.testing.assert_array_equal(opt.get_weights()[1], tf_opt.get_weights()[1])
+  with pytest.raises(ValueError, match="`constraint` must be None or a callable"):
+    Variable(1.0, constraint=3)
+
+
+class _Quintupled:
+  """A subclass hook, defined once for both libraries."""
+
+  def _aggregate_gradients(self, grads_and_vars):
+    return [(5 * g, v) for g, v in grads_and_vars]
+
+
+@pytest.mark.parametrize("aggregate", [True, False])
+@pytest.mark.parametrize("how", ["gradient_aggregator", "subclass"])
+def test_gradient_aggregation_hooks_as_in_reference(how, aggregate):
+  """`gradient_aggregator=` and an overridden `_aggregate_gradients` see the
+  pairs before clipping, and only when `experimental_aggregate_gradients`."""
+  config = dict(learning_rate=0.1, momentum=0.5, clipnorm=4.0)
+  if how == "gradient_aggregator":
+    config["gradient_aggregator"] = lambda pairs: [(2 * g, v) for g, v in pairs]
+    tf_opt, opt = keras_sgd(**config), SGD(**config)
+  else:
+    tf_opt = type("Q", (_Quintupled, keras_sgd), {})(**config)
+    opt = type("Q", (_Quintupled, SGD), {})(**config)
+  tf_var, var = tf.Variable([1.0, 2.0]), Variable([1.0, 2.0])
+  for g in ([0.5, 0.25], [1.0, -0.5]):
+    tf_opt.apply_gradients([(tf.constant(g), tf_var)],
+                           experimental_aggregate_gradients=aggregate)
+    opt.apply_gradients([(jnp.asarray(g), var)],
+                        experimental_aggregate_gradients=aggregate)
+    np.testing.assert_array_equal(np.asarray(var.numpy()), tf_var.numpy())
+  plain = SGD(0.1, momentum=0.5, clipnorm=4.0)
+  plain_var = Variable([1.0, 2.0])
+  for g in ([0.5, 0.25], [1.0, -0.5]):
+    plain.apply_gradients([(jnp.asarray(g), plain_var)])
+  assert np.array_equal(np.asarray(var.numpy()), plain_var.numpy()) == (not aggregate)
+
+
+def test_minimize_with_callable_var_list_evaluates_the_loss_first():
+  """A model built by its first call can hand over its variables lazily."""
+  for opt, make in [(keras_sgd(0.1), tf.Variable), (SGD(0.1), Variable)]:
+    calls, built = [], []
+
+    def loss(make=make, calls=calls, built=built):
+      calls.append("loss")
+      if not built:
+        built.append(make([1.0, 2.0]))
+      return (built[0] * built[0])[0] + built[0][1]
+
+    def var_list(calls=calls, built=built):
+      calls.append("var_list")
+      return list(built)
+
+    opt.minimize(loss, var_list)
+    assert calls[:2] == ["loss", "var_list"]
+    np.testing.assert_allclose(np.asarray(built[0].numpy()), [0.8, 1.9], rtol=1e-6)
+
+
+@pytest.mark.parametrize("clip", ["clipvalue", "clipnorm", "global_clipnorm"])
+def test_clipping_complex_gradients_is_an_error_as_in_reference(clip):
+  tf_var = tf.Variable([1 + 1j], dtype=tf.complex64)
+  with pytest.raises(tf.errors.InvalidArgumentError):
+    keras_sgd(0.1, **{clip: 1.0}).apply_gradients(
+        [(tf.constant([3 + 4j], tf.complex64), tf_var)])
+  var = Variable(jnp.asarray([1 + 1j], jnp.complex64))
+  gradient = jnp.asarray([3 + 4j], jnp.complex64)
+  with pytest.raises(TypeError, match=f"`{clip}` cannot clip complex gradients"):
+    SGD(0.1, **{clip: 1.0}).apply_gradients([(gradient, var)])
+  np.testing.assert_array_equal(np.asarray(var.numpy()), [1 + 1j])
+
+
+def test_applying_to_an_array_is_not_implemented_as_in_reference():
+  with pytest.raises(NotImplementedError, match="Updating a `Tensor` is not"):
+    keras_sgd(0.1).apply_gradients([(tf.constant([1.0]), tf.constant([1.0]))])
+  for array in [jnp.ones(3), np.ones(3, np.float32)]:
+    with pytest.raises(NotImplementedError, match=r"Updating an array is not "
+                       r"implemented \(`grads_and_vars\[0\]\[1\]` is a \w+ of shape "
+                       r"\(3,\)\)"):
+      SGD(0.1).apply_gradients([(jnp.ones(3), array)])

@@ -41,8 +41,9 @@ NORM_CONFIGS = {
 }
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
 @pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(NORM_CONFIGS))
-def test_sparse_parity(name):
+def test_sparse_parity(name, dtype):
   """Bitwise without norm clipping; to rounding with it (sums are ordered
   differently by TensorFlow and XLA)."""
   exact = name in CONFIGS
@@ -50,8 +51,10 @@ def test_sparse_parity(name):
   rng = np.random.default_rng(len(name))
   params = [rng.normal(size=TABLE), rng.normal(size=(4,))]
   steps = _sparse_steps(rng, with_dense=True)
-  ref, _ = reference.run(params, steps, **config)
-  assert_trajectories(run_sgd(params, steps, **config), ref, exact=exact)
+  with jax.enable_x64(dtype == "float64"):
+    ref, _ = reference.run(params, steps, dtype, **config)
+    ours = run_sgd(params, steps, dtype, **config)
+  assert_trajectories(ours, ref, dtype, exact=exact)
 
 
 def test_spec_lazy_momentum_numbers():
