@@ -18,12 +18,29 @@ against Keras 2's own `tf_keras.optimizers.legacy.SGD`.
 
 Runtime > Change runtime type > TPU (or GPU) to use an accelerator; on CPU it
 runs the same way."""),
-    new_code_cell("""import subprocess, sys
+    new_markdown_cell("""## Install
+optax-keras-sgd is not on PyPI yet. Either upload the wheel built from a
+clone (`python -m pip wheel --no-deps -w dist .`, then drag
+`dist/optax_keras_sgd-*.whl` into Colab's Files pane), or set `SOURCE` below
+to the repository's pip URL (`git+https://...`). pip keeps Colab's JAX when it
+meets the package's floor (jax 0.7.1) and upgrades it otherwise."""),
+    new_code_cell("""import glob, subprocess, sys
 
-IN_COLAB = "google.colab" in sys.modules
-if IN_COLAB:  # Install the package (and the Keras reference for the check).
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q",
-                    "optax-keras-sgd", "tf-keras"], check=True)"""),
+SOURCE = ""  # a pip URL of the repository, or "" to use an uploaded wheel
+
+def install_command(source, wheels):
+    \"\"\"The pip command that installs the package and the Keras reference.\"\"\"
+    source = source or (sorted(wheels)[-1] if wheels else None)
+    if source is None:
+        raise RuntimeError(
+            "No wheel found: upload optax_keras_sgd-<version>-py3-none-any.whl "
+            "(built in a clone with `python -m pip wheel --no-deps -w dist .`) "
+            "to the working directory, or set SOURCE to the repository's pip URL.")
+    return [sys.executable, "-m", "pip", "install", "-q", source, "tf-keras"]
+
+if "google.colab" in sys.modules:
+    subprocess.run(install_command(SOURCE, glob.glob("optax_keras_sgd-*.whl")),
+                   check=True)"""),
     new_code_cell("""import jax
 import jax.numpy as jnp
 import numpy as np

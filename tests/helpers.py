@@ -2,11 +2,41 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+from types import ModuleType
+
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import optax_keras_sgd as oks
+
+# `.ci/run` sets this: there a missing optional package fails the run
+# instead of skipping the tests that need it.
+REQUIRE_EXTRAS = os.environ.get("OPTAX_KERAS_SGD_REQUIRE_EXTRAS") == "1"
+
+
+def enable_x64(enabled: bool = True):
+  """`jax.enable_x64`, a context manager (`jax.experimental.enable_x64`
+  before jax 0.8)."""
+  if hasattr(jax, "enable_x64"):
+    return jax.enable_x64(enabled)
+  from jax.experimental import enable_x64 as legacy
+
+  return legacy(enabled)
+
+
+def optional(name: str) -> ModuleType:
+  """Imports an optional test dependency (an extra such as tf-keras or
+  flax): the importing test module is skipped where it is not installed,
+  unless REQUIRE_EXTRAS."""
+  if REQUIRE_EXTRAS:
+    return importlib.import_module(name)
+  import pytest
+
+  return pytest.importorskip(name)
 
 
 def to_numpy(x):
@@ -58,7 +88,10 @@ def assert_trajectories(ours, ref, dtype="float32", exact=True, ulps=8):
       b = np.asarray(b, np.float64)
       msg = f"step {step}, tensor {i}"
       if exact:
-        np.testing.assert_array_equal(a, b, err_msg=msg)
+        try:
+          chex.assert_trees_all_equal(a, b, strict=True)
+        except AssertionError as e:
+          raise AssertionError(f"{msg}: {e}") from None
       else:
         scale = max(float(np.max(np.abs(b))), 1.0) if b.size else 1.0
         np.testing.assert_allclose(

@@ -11,8 +11,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-import tf_keras  # noqa: E402
+from helpers import optional  # noqa: E402
+
+tf = optional("tensorflow")
+tf_keras = optional("tf_keras")
 
 tf.config.set_visible_devices([], "GPU")
 

@@ -132,8 +132,17 @@ CONFIGS = {
 }
 
 
+# Measured: XLA:CPU in jaxlib 0.7.1 to 0.10.1 hands a norm's reduction to a
+# library call that stores the gradient it reduces; 0.10.2 fuses it.
+_FUSES_NORMS = jax.default_backend() != "cpu" or tuple(
+    int(x) for x in jax.lib.__version__.split(".")[:3]) >= (0, 10, 2)
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_no_full_size_temporaries_and_no_extra_gradient_reads(name):
+  if "norm" in name and not _FUSES_NORMS:
+    pytest.skip(f"XLA:CPU in jaxlib {jax.lib.__version__} stores the gradient "
+                "a norm reduces (fused from 0.10.2 on)")
   config = CONFIGS[name]
   kernels, temporaries, reads = _traffic(_compile(*_ours(**config)), len(SIZES))
   assert kernels, "no full-size kernel found: the parser is out of date"

@@ -11,6 +11,8 @@ import reference
 
 from optax_keras_sgd import SGD, Variable, schedules
 
+pytestmark = pytest.mark.reference
+
 tf = reference.tf
 keras_sgd = reference.tf_keras.optimizers.legacy.SGD
 TFS = reference.schedules()

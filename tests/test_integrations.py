@@ -6,16 +6,21 @@ numbers are checked against tf_keras elsewhere): these tests check the wiring.
 
 from __future__ import annotations
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from flax import nnx
-from flax.training import train_state
+import pytest
+from helpers import optional
 
 import optax_keras_sgd as oks
+
+eqx = optional("equinox")
+ocp = optional("orbax.checkpoint")
+nnx = optional("flax.nnx")
+train_state = optional("flax.training.train_state")
+
+pytestmark = pytest.mark.integrations
 
 X = jnp.asarray(np.random.default_rng(0).normal(size=(16, 3)), jnp.float32)
 Y = jnp.asarray(np.random.default_rng(1).normal(size=(16, 2)), jnp.float32)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from helpers import enable_x64
 
 import optax_keras_sgd as oks
 
@@ -45,7 +45,7 @@ def test_each_dtype_gets_its_own_rate():
 
 
 def test_float64_rate_passes_through_float32():
-  with jax.enable_x64(True):
+  with enable_x64(True):
     tx = oks.scale_by_learning_rate(0.1)
     out = tx.update(jnp.ones((), jnp.float64), tx.init(None))[0]
     assert float(out) == -float(np.float32(0.1))

@@ -18,6 +18,8 @@ import pytest
 
 import optax_keras_sgd as oks
 
+pytestmark = pytest.mark.multidevice
+
 HERE = pathlib.Path(__file__).resolve().parent
 
 
@@ -68,4 +70,8 @@ def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
   for _ in range(worker.STEPS):
     u, state = tx.update(jax.grad(worker.loss)(w, x, y), state, w)
     w = optax.apply_updates(w, u)
-  np.testing.assert_allclose(np.load(out), np.asarray(w), rtol=2e-6, atol=1e-7)
+  # The loss gradient is summed over two processes, in another order than one
+  # process sums it (the model's arithmetic, not ours): after the steps the
+  # weights (of order 0.1 to 1) agree to about 1e-6 (jaxlib 0.7.1 measured
+  # 2.5e-7 absolute).
+  np.testing.assert_allclose(np.load(out), np.asarray(w), rtol=1e-5, atol=1e-6)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
+from helpers import enable_x64
 
 from optax_keras_sgd import SGD, Variable
+
+pytestmark = pytest.mark.reference
 
 tf = reference.tf
 keras_sgd = reference.tf_keras.optimizers.legacy.SGD
@@ -211,7 +213,7 @@ def test_complex_variables_match_reference(dtype, config):
   w0, *grads = [(rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
                 for _ in range(7)]
   ref, _ = reference.run([w0], [[g] for g in grads], dtype, **config)
-  with jax.enable_x64(dtype == "complex128"):
+  with enable_x64(dtype == "complex128"):
     var, opt = Variable(jnp.asarray(w0)), SGD(**config)
     for g, expected in zip(grads, ref):
       opt.apply_gradients([(jnp.asarray(g), var)])

@@ -16,9 +16,18 @@ import numpy as np
 import optax
 import pytest
 import reference
-from helpers import assert_trajectories, random_problem, run_sgd, to_gradient, to_numpy
+from helpers import (
+  assert_trajectories,
+  enable_x64,
+  random_problem,
+  run_sgd,
+  to_gradient,
+  to_numpy,
+)
 
 import optax_keras_sgd as oks
+
+pytestmark = pytest.mark.reference
 
 SHAPES = [(3,), (4, 5), (), (64, 7)]
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
@@ -51,7 +60,7 @@ NORM = {
 
 
 def x64(dtype):
-  return jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+  return enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
 
 
 def _both(config, dtype, seed, steps=12):

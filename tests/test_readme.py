@@ -6,6 +6,8 @@ import re
 import jax.numpy as jnp
 import pytest
 
+pytestmark = pytest.mark.reference
+
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 

@@ -27,9 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
+from helpers import enable_x64
 from jax import lax
 
 from optax_keras_sgd import ScaleByLearningRateState, scale_by_learning_rate, schedules
+
+pytestmark = pytest.mark.reference
 
 TFS = reference.schedules()
 DTYPES = ["float16", "bfloat16", "float32", "float64"]
@@ -115,7 +118,7 @@ def _rate_fn(learning_rate, decay, dtype):
 
 
 def _x64(dtype):
-  return jax.enable_x64(dtype == "float64")
+  return enable_x64(dtype == "float64")
 
 
 def _ours_graph(learning_rate, decay, dtype, steps):
@@ -163,7 +166,6 @@ def _check(cls, kwargs, dtype, mode, horizon, decay=0.0):
     _assert_bitwise(_ours_eager(ours, decay, dtype, steps), ref, steps, "eager")
 
 
-@pytest.mark.reference
 @pytest.mark.parametrize("mode", ["graph", "eager"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cls, kwargs", LONG, ids=[c for c, _ in LONG])
@@ -171,7 +173,6 @@ def test_each_schedule_over_100k_steps(cls, kwargs, dtype, mode):
   _check(cls, kwargs, dtype, mode, LONG_HORIZON)
 
 
-@pytest.mark.reference
 @pytest.mark.parametrize("mode", ["graph", "eager"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("learning_rate", [0.1, "schedule"])
@@ -191,7 +192,6 @@ def test_legacy_decay_over_100k_steps(learning_rate, dtype, mode):
 
 
 @pytest.mark.slow
-@pytest.mark.reference
 @pytest.mark.parametrize("mode", ["graph", "eager"])
 @pytest.mark.parametrize("cls, kwargs", GRID,
                          ids=[f"{c}-{i}" for i, (c, _) in enumerate(GRID)])
@@ -199,7 +199,6 @@ def test_every_argument_combination(cls, kwargs, mode):
   _check(cls, kwargs, "float32", mode, GRID_HORIZON)
 
 
-@pytest.mark.reference
 def test_tensorflow_modes_differ_where_the_readme_says():
   """The figures of the README's parity section: over 400 steps, eager and
   graph TensorFlow differ at these many steps."""

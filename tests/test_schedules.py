@@ -12,6 +12,8 @@ import reference
 
 from optax_keras_sgd import schedules
 
+pytestmark = pytest.mark.reference
+
 TFS = reference.schedules()
 
 CASES = {

@@ -7,9 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import assert_trajectories, run_sgd
+from helpers import assert_trajectories, enable_x64, run_sgd
 
 import optax_keras_sgd as oks
+
+pytestmark = pytest.mark.reference
 
 TABLE = (10, 3)
 
@@ -51,7 +53,7 @@ def test_sparse_parity(name, dtype):
   rng = np.random.default_rng(len(name))
   params = [rng.normal(size=TABLE), rng.normal(size=(4,))]
   steps = _sparse_steps(rng, with_dense=True)
-  with jax.enable_x64(dtype == "float64"):
+  with enable_x64(dtype == "float64"):
     ref, _ = reference.run(params, steps, dtype, **config)
     ours = run_sgd(params, steps, dtype, **config)
   assert_trajectories(ours, ref, dtype, exact=exact)
