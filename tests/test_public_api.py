@@ -38,7 +38,9 @@ def test_all_is_sorted_and_complete():
 
 def test_no_other_public_names():
   public = {n for n in dir(oks) if not n.startswith("_")}
-  assert public - {"demo"} == set(oks.__all__)  # `demo` is a command module
+  # `demo` (a command) and `checkpoints` (needs the `checkpoints` extra) are
+  # submodules imported by name, not by `import optax_keras_sgd`.
+  assert public - {"demo", "checkpoints"} == set(oks.__all__)
 
 
 def test_schedules_surface():
@@ -47,6 +49,15 @@ def test_schedules_surface():
       "CosineDecay", "CosineDecayRestarts", "ExponentialDecay",
       "InverseTimeDecay", "LearningRateSchedule", "PiecewiseConstantDecay",
       "PolynomialDecay", "deserialize", "serialize"}
+
+
+def test_checkpoints_surface():
+  from optax_keras_sgd import checkpoints
+
+  assert list(checkpoints.__all__) == sorted(checkpoints.__all__)
+  assert set(checkpoints.__all__) == {
+      "CheckpointError", "KerasState", "build_keras_slots", "keras_weights", "read",
+      "to_optax", "to_sgd", "write_checkpoint", "write_h5"}
 
 
 def test_version():
