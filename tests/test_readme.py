@@ -13,9 +13,10 @@ BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
 
 
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index):
+def test_readme_block_runs(index, tmp_path, monkeypatch):
   import reference  # noqa: F401  (quiet TensorFlow before a block imports it)
 
+  monkeypatch.chdir(tmp_path)  # blocks that write files write them here
   namespace = {}
   exec(BLOCKS[index].replace("1_000_000", "10_000"), namespace)
   if "embedding_gradient" in BLOCKS[index]:
