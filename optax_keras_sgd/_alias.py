@@ -29,8 +29,8 @@ def sgd(
   r"""Keras 2's legacy SGD (`tf.keras.optimizers.legacy.SGD`), exactly.
 
   Chains, in Keras's order: `clip_by_value`, `clip_by_norm` (per tensor),
-  `clip_by_global_norm`, `scale_by_learning_rate` (with legacy `decay`) and
-  `trace` (the momentum velocity, which holds the learning rate):
+  `clip_by_global_norm`, `scale_by_keras_learning_rate` (with legacy `decay`) and
+  `keras_momentum` (the momentum velocity, which holds the learning rate):
 
   .. math::
     v \leftarrow m v - \eta_t g, \qquad
@@ -92,6 +92,6 @@ def sgd(
     blocks.append(_clipping.clip_by_global_norm(global_clipnorm))
   if _momentum.has_velocity(momentum):
     blocks.append(_sparse.sum_duplicate_indices())
-  blocks.append(_learning_rate.scale_by_learning_rate(learning_rate, decay))
-  blocks.append(_momentum.trace(momentum, nesterov))
+  blocks.append(_learning_rate.scale_by_keras_learning_rate(learning_rate, decay))
+  blocks.append(_momentum.keras_momentum(momentum, nesterov))
   return optax.chain(*blocks)

@@ -65,7 +65,7 @@ def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformati
         lambda g: _sparse.map_values(clip, g), updates
     ), state
 
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 def _sum_of_squares(g: jax.Array, axis=None) -> jax.Array:
@@ -143,7 +143,7 @@ def clip_by_norm(clipnorm: jax.typing.ArrayLike) -> optax.GradientTransformation
     return jax.tree.map(clip, updates, is_leaf=lambda x: isinstance(
         x, (_sparse.IndexedSlices, _flat.FlatParams))), state
 
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 def global_norm(updates) -> jax.Array:
@@ -218,4 +218,4 @@ def clip_by_global_norm(
         lambda g: _sparse.map_values(scaled, g), updates
     ), state
 
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)

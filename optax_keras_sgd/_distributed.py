@@ -102,4 +102,4 @@ def aggregate_gradients(axis_name: AxisName) -> optax.GradientTransformation:
 
     return _sparse.tree_map_gradients(aggregate, updates), state
 
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -108,7 +108,3 @@ def flatten(params: Any) -> FlatParams:
     rows[key].append(leaf.reshape(-1))
   layout = _Layout(treedef, tuple(placed))
   return FlatParams(tuple(jnp.stack(r) for r in rows.values()), layout)
-
-
-def is_flat(x: Any) -> bool:
-  return isinstance(x, FlatParams)

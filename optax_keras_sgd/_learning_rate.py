@@ -12,7 +12,7 @@ from jax import lax
 from optax_keras_sgd import _numerics, _sparse, _validation
 
 
-class ScaleByLearningRateState(NamedTuple):
+class KerasLearningRateState(NamedTuple):
   """The step counter, Keras's `iterations`: steps taken before this one."""
 
   # Named `count` as in optax's states (it shadows tuple.count).
@@ -44,7 +44,7 @@ def learning_rate_at(
   return rounded(lr)
 
 
-def scale_by_learning_rate(
+def scale_by_keras_learning_rate(
     learning_rate: optax.ScalarOrSchedule,
     decay: jax.typing.ArrayLike = 0.0,
 ) -> optax.GradientTransformation:
@@ -72,8 +72,8 @@ def scale_by_learning_rate(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from optax_keras_sgd import scale_by_learning_rate
-    >>> tx = scale_by_learning_rate(0.1, decay=1.0)
+    >>> from optax_keras_sgd import scale_by_keras_learning_rate
+    >>> tx = scale_by_keras_learning_rate(0.1, decay=1.0)
     >>> state = tx.init(jnp.zeros(1))
     >>> u, state = tx.update(jnp.ones(1), state)
     >>> u, state = tx.update(jnp.ones(1), state)  # lr 0.1 / (1 + 1 * 1)
@@ -85,7 +85,7 @@ def scale_by_learning_rate(
 
   def init_fn(params):
     del params
-    return ScaleByLearningRateState(count=jnp.zeros([], jnp.int32))
+    return KerasLearningRateState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
     _validation.check_float_leaves(updates, "The gradient")
@@ -106,7 +106,7 @@ def scale_by_learning_rate(
     updates = _sparse.tree_map_gradients(
         lambda g: _sparse.map_values(scale, g), updates
     )
-    return updates, ScaleByLearningRateState(
+    return updates, KerasLearningRateState(
         count=optax.safe_increment(state.count)
     )
 

@@ -11,7 +11,7 @@ from jax import lax
 from optax_keras_sgd import _numerics, _sparse, _validation
 
 
-class TraceState(NamedTuple):
+class KerasMomentumState(NamedTuple):
   """One velocity (Keras's `momentum` slot) per parameter, zeros at first."""
 
   velocity: Any
@@ -35,12 +35,12 @@ def _sparse_trace(g, v, m, nesterov):
   return rows.with_values(out), new_v
 
 
-def trace(
+def keras_momentum(
     momentum: jax.typing.ArrayLike, nesterov: bool = False
 ) -> optax.GradientTransformation:
   r"""Keras's momentum on updates already scaled by `-lr_t`.
 
-  With `u = -lr_t * g` from `scale_by_learning_rate`:
+  With `u = -lr_t * g` from `scale_by_keras_learning_rate`:
 
   .. math::
     v \leftarrow m v + u, \qquad
@@ -68,8 +68,8 @@ def trace(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from optax_keras_sgd import trace
-    >>> tx = trace(0.9)
+    >>> from optax_keras_sgd import keras_momentum
+    >>> tx = keras_momentum(0.9)
     >>> state = tx.init(jnp.zeros(1))
     >>> u, state = tx.update(jnp.array([-0.1]), state)
     >>> u, state = tx.update(jnp.array([-0.1]), state)
@@ -82,7 +82,7 @@ def trace(
     return optax.identity()
 
   def init_fn(params):
-    return TraceState(velocity=optax.tree.zeros_like(params))
+    return KerasMomentumState(velocity=optax.tree.zeros_like(params))
 
   def update_fn(updates, state, params=None):
     del params
@@ -106,6 +106,6 @@ def trace(
     )
     new_updates = treedef.unflatten([u for u, _ in pairs])
     new_velocity = treedef.unflatten([v for _, v in pairs])
-    return new_updates, TraceState(velocity=new_velocity)
+    return new_updates, KerasMomentumState(velocity=new_velocity)
 
   return optax.GradientTransformation(init_fn, update_fn)

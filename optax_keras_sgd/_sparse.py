@@ -196,7 +196,7 @@ def sum_duplicate_indices() -> optax.GradientTransformation:
         lambda g: sum_duplicates(g) if isinstance(g, IndexedSlices) else g,
         updates), state
 
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+  return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
 def apply_updates(params: Any, updates: Any) -> Any:

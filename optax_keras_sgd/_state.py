@@ -10,19 +10,20 @@ import optax
 from optax_keras_sgd import _learning_rate, _momentum
 
 
-def _find(state: Any, kind: type) -> list[Any]:
-  return [
-      s
-      for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, kind))
-      if isinstance(s, kind)
-  ]
+def _find(state: Any, name: str) -> Any:
+  """The one state named `name` in `state` (None if there is none)."""
+  try:
+    return optax.tree.get(state, name)
+  except KeyError:
+    raise ValueError(f"`state` holds more than one {name}: one `sgd` state is "
+                     "expected.") from None
 
 
 def iterations(state: optax.OptState) -> jax.Array:
   """The number of steps taken (Keras's `iterations`), from an `sgd` state.
 
   Raises:
-    ValueError: if `state` holds no `ScaleByLearningRateState`.
+    ValueError: if `state` holds no `KerasLearningRateState`.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -33,13 +34,11 @@ def iterations(state: optax.OptState) -> jax.Array:
     >>> int(iterations(state))
     1
   """
-  found = _find(state, _learning_rate.ScaleByLearningRateState)
-  if len(found) != 1:
-    raise ValueError(
-        "`state` must hold exactly one ScaleByLearningRateState (an `sgd` "
-        f"state); found {len(found)} in {type(state).__name__}."
-    )
-  return found[0].count
+  found = _find(state, _learning_rate.KerasLearningRateState.__name__)
+  if found is None:
+    raise ValueError("`state` must hold a KerasLearningRateState (an `sgd` "
+                     f"state); {type(state).__name__} has none.")
+  return found.count
 
 
 def velocity(state: optax.OptState) -> Any | None:
@@ -55,5 +54,5 @@ def velocity(state: optax.OptState) -> Any | None:
     >>> velocity(sgd(0.1).init(jnp.zeros(2))) is None
     True
   """
-  found = _find(state, _momentum.TraceState)
-  return found[0].velocity if found else None
+  found = _find(state, _momentum.KerasMomentumState.__name__)
+  return None if found is None else found.velocity

@@ -13,6 +13,8 @@ from typing import Any, cast
 import jax
 import numpy as np
 
+from optax_keras_sgd._sparse import IndexedSlices, is_indexed_slices
+
 
 def concrete_number(value: Any) -> float | None:
   """Returns `value` as a Python float when it is a concrete real scalar."""
@@ -106,7 +108,6 @@ def check_float_leaves(tree: Any, what: str) -> None:
   variables; an integer or boolean one has no update kernel there and no
   meaningful gradient here.
   """
-  from optax_keras_sgd._sparse import is_indexed_slices
 
   leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_indexed_slices)[0]
   for path, leaf in leaves:
@@ -128,7 +129,6 @@ def check_gradients_match(updates: Any, params: Any) -> None:
     ValueError: naming the first leaf path whose structure or shape differs.
     TypeError: naming the first leaf path whose dtype differs.
   """
-  from optax_keras_sgd._sparse import is_indexed_slices
 
   g_leaves, g_def = jax.tree_util.tree_flatten_with_path(
       updates, is_leaf=is_indexed_slices)
@@ -151,7 +151,6 @@ def check_gradient(g: Any, shape: Any, dtype: Any, where: str, owner: str) -> No
     ValueError: if the shapes differ.
     TypeError: if the dtypes differ.
   """
-  from optax_keras_sgd._sparse import IndexedSlices
 
   g_shape = g.dense_shape if isinstance(g, IndexedSlices) else np.shape(g)
   if tuple(g_shape) != tuple(shape):

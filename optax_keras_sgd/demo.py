@@ -29,7 +29,7 @@ import optax
 
 from optax_keras_sgd import schedules
 from optax_keras_sgd._alias import sgd
-from optax_keras_sgd._optimizer import SGD
+from optax_keras_sgd._facade import SGD
 from optax_keras_sgd._variable import Variable
 
 Params = list[dict[str, Any]]

@@ -151,5 +151,5 @@ def test_state_dtypes_follow_params():
 
 
 def test_iterations_requires_an_sgd_state():
-  with pytest.raises(ValueError, match="ScaleByLearningRateState"):
+  with pytest.raises(ValueError, match="KerasLearningRateState"):
     oks.iterations(optax.EmptyState())

@@ -1,4 +1,4 @@
-"""`trace`: Keras's velocity on lr-scaled updates."""
+"""`keras_momentum`: Keras's velocity on lr-scaled updates."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ import optax_keras_sgd as oks
 
 
 def test_plain_zero_momentum_is_identity_without_state():
-  tx = oks.trace(0.0)
+  tx = oks.keras_momentum(0.0)
   assert tx.init(jnp.ones(2)) == optax.EmptyState()
   np.testing.assert_array_equal(tx.update(jnp.ones(2), optax.EmptyState())[0],
                                 np.ones(2))
 
 
 def test_velocity_accumulates_scaled_updates():
-  tx = oks.trace(0.5)
+  tx = oks.keras_momentum(0.5)
   state = tx.init(jnp.zeros(()))
   outs = []
   for u in [-1.0, -1.0, 0.0]:
@@ -28,7 +28,7 @@ def test_velocity_accumulates_scaled_updates():
 
 
 def test_nesterov_looks_ahead():
-  tx = oks.trace(0.5, nesterov=True)
+  tx = oks.keras_momentum(0.5, nesterov=True)
   state = tx.init(jnp.zeros(()))
   out, state = tx.update(jnp.float32(-1.0), state)
   assert float(out) == 0.5 * -1.0 + -1.0

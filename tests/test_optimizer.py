@@ -62,7 +62,7 @@ def test_buffers_owned_by_the_optimizer_are_donated():
   opt = SGD(0.1, momentum=0.9)
   for _ in range(3):
     opt.apply_gradients([(jnp.ones(16), w)])
-  donating = [(key, fn) for key, fn in opt._steps._cache.items()
+  donating = [(key, fn) for key, fn in opt._runner._steps._cache.items()
               if key[1] and key[2]]
   assert donating, "the steady-state step did not use the donating program"
   (_, fn), = donating

@@ -1,5 +1,7 @@
 """The public surface: nothing leaks, nothing vanishes."""
 
+import pytest
+
 import optax_keras_sgd as oks
 
 EXPECTED = {
@@ -15,16 +17,16 @@ EXPECTED = {
     "embedding_gradient",
     "flatten",
     "schedules",
-    "ScaleByLearningRateState",
-    "TraceState",
+    "KerasLearningRateState",
+    "KerasMomentumState",
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",
     "global_norm",
     "iterations",
-    "scale_by_learning_rate",
+    "scale_by_keras_learning_rate",
     "sgd",
-    "trace",
+    "keras_momentum",
     "velocity",
 }
 
@@ -62,3 +64,12 @@ def test_checkpoints_surface():
 
 def test_version():
   assert isinstance(oks.__version__, str) and oks.__version__.count(".") == 2
+
+
+@pytest.mark.parametrize("old, new", [
+    ("trace", "keras_momentum"), ("TraceState", "KerasMomentumState"),
+    ("scale_by_learning_rate", "scale_by_keras_learning_rate"),
+    ("ScaleByLearningRateState", "KerasLearningRateState")])
+def test_renamed_names_still_work_with_a_deprecation_warning(old, new):
+  with pytest.warns(DeprecationWarning, match=f"use {new}"):
+    assert getattr(oks, old) is getattr(oks, new)

@@ -30,7 +30,7 @@ import reference
 from helpers import enable_x64
 from jax import lax
 
-from optax_keras_sgd import ScaleByLearningRateState, scale_by_learning_rate, schedules
+from optax_keras_sgd import KerasLearningRateState, scale_by_keras_learning_rate, schedules
 
 pytestmark = pytest.mark.reference
 
@@ -105,13 +105,13 @@ def _eager_steps(kwargs, horizon):
 
 
 def _rate_fn(learning_rate, decay, dtype):
-  """Our rate at a step: the update of `scale_by_learning_rate` for a
+  """Our rate at a step: the update of `scale_by_keras_learning_rate` for a
   gradient of 1, whose product with the rate is exact."""
-  tx = scale_by_learning_rate(learning_rate, decay=decay)
+  tx = scale_by_keras_learning_rate(learning_rate, decay=decay)
   one = jnp.ones((), dtype)
 
   def rate(count):
-    update, _ = tx.update(one, ScaleByLearningRateState(count=count))
+    update, _ = tx.update(one, KerasLearningRateState(count=count))
     return -update
 
   return rate

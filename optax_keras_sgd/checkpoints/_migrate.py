@@ -20,7 +20,7 @@ import numpy as np
 import optax
 
 from optax_keras_sgd import _alias, _config, _state
-from optax_keras_sgd._optimizer import SGD
+from optax_keras_sgd._facade import SGD
 from optax_keras_sgd._variable import Variable
 from optax_keras_sgd.checkpoints import _bundle, _layout
 from optax_keras_sgd.checkpoints._read import KerasState, checkpoint_prefix

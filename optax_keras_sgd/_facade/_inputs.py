@@ -19,6 +19,11 @@ from optax_keras_sgd import _validation
 from optax_keras_sgd._variable import Variable
 
 
+def as_arrays(leaves: list[Any]) -> list[jax.Array]:
+  """`leaves` as JAX arrays (NumPy arrays and Python numbers converted)."""
+  return [x if isinstance(x, jax.Array) else jnp.asarray(x) for x in leaves]
+
+
 def threshold(value: Any) -> float | None:
   """A clip threshold as the Python number Keras keeps (hashable, so it can
   key the compiled step; a changed threshold compiles a new step)."""

@@ -13,20 +13,20 @@ A hyperparameter is one of:
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
 
-from optax_keras_sgd import _validation
+from optax_keras_sgd import _validation, schedules
+from optax_keras_sgd._facade import _inputs
 from optax_keras_sgd._variable import Variable
 
 
 def is_schedule(value: Any) -> bool:
   """A callable that takes the step (one required positional argument)."""
-  from optax_keras_sgd.schedules import LearningRateSchedule
-
-  if isinstance(value, LearningRateSchedule):
+  if isinstance(value, schedules.LearningRateSchedule):
     return True
   if not callable(value) or isinstance(value, Variable):
     return False
@@ -77,8 +77,6 @@ def read(value: Any) -> Any:
 
 def serialize(value: Any) -> Any:
   """The config form: a schedule dict, else the current value as a float."""
-  from optax_keras_sgd import schedules
-
   if isinstance(value, schedules.LearningRateSchedule):
     return schedules.serialize(value)
   if is_schedule(value):
@@ -90,3 +88,48 @@ def serialize(value: Any) -> Any:
   # The shortest decimal that reads back as the same float32 (0.1, not
   # 0.10000000149011612), so configs stay readable and exact.
   return float(str(np.float32(read(value))))
+
+
+class Held:
+  """An optimizer attribute (`learning_rate`, `momentum`) held as `hold`
+  holds it, after `check` accepts the value. The owner keeps the held
+  values in its `_hyper` dict."""
+
+  def __init__(self, name: str, check: Callable[[Any], None]):
+    # Named here, not by `__set_name__`: an alias (`lr`) must not rename it.
+    self._name, self._check = name, check
+
+  def __get__(self, obj: Any, objtype: Any = None) -> Any:
+    return self if obj is None else obj._hyper[self._name]
+
+  def __set__(self, obj: Any, value: Any) -> None:
+    self._check(value)
+    obj._hyper[self._name] = hold(self._name, value, obj._hyper.get(self._name))
+
+
+class Threshold:
+  """A clipping threshold attribute (`clipvalue`, `clipnorm`,
+  `global_clipnorm`): None or a non-negative number, kept as a Python float
+  (it shapes the compiled step). `clipnorm` and `global_clipnorm` exclude
+  each other, as in Keras."""
+
+  def __set_name__(self, owner: type, name: str) -> None:
+    self._name, self._attribute = name, f"_{name}"
+
+  def __get__(self, obj: Any, objtype: Any = None) -> Any:
+    return self if obj is None else getattr(obj, self._attribute, None)
+
+  def __set__(self, obj: Any, value: Any) -> None:
+    if value is not None:
+      _validation.check_non_negative(self._name, value)
+    if self._name == "clipnorm":
+      _validation.check_clip_exclusive(value, getattr(obj, "_global_clipnorm", None))
+    elif self._name == "global_clipnorm":
+      _validation.check_clip_exclusive(getattr(obj, "_clipnorm", None), value)
+    setattr(obj, self._attribute, _inputs.threshold(value))
+
+
+def check_momentum(value: Any) -> None:
+  """Accepts a callable (read later) or a number in [0, 1]."""
+  if not callable(value):
+    _validation.check_momentum(value)

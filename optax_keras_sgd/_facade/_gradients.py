@@ -62,3 +62,46 @@ def gradients_of_closure(loss: Callable[[], Any], variables: list[Variable],
       else jnp.asarray(grad_loss, out_shape.dtype).reshape(out_shape.shape)
   grads = vjp([cotangent])
   return [g if used else None for g, used in zip(grads, _used_inputs(closed))]
+
+
+def compute_gradients(loss: Callable[[], Any], var_list: Any, grad_loss: Any = None,
+                      tape: Any = None) -> list[tuple[Any, Variable]]:
+  """Keras's `_compute_gradients`: `(gradient, Variable)` pairs of the
+  zero-argument `loss` over `var_list` (a list, or a callable returning one,
+  called after the loss so that the loss may build its variables).
+
+  Raises:
+    ValueError: for a loss value without a tape (the reference's message).
+    TypeError: for a loss value with a tape (JAX cannot differentiate a
+      value), or a `var_list` item that is not a Variable.
+  """
+  if not callable(loss):
+    if tape is None:
+      raise ValueError("`tape` is required when a `Tensor` loss is passed.")
+    raise TypeError(
+        "JAX cannot differentiate a loss value after it was computed: pass "
+        f"`loss` as a zero-argument callable. Received: {type(loss).__name__}.")
+  if callable(var_list):
+    loss()  # Keras evaluates the loss first, so it may build its variables.
+    var_list = var_list()
+  variables = list(var_list)
+  for i, v in enumerate(variables):
+    if not isinstance(v, Variable):
+      raise TypeError(f"`var_list[{i}]` must be an optax_keras_sgd.Variable. "
+                      f"Received: {type(v).__name__}.")
+  return list(zip(gradients_of_closure(loss, variables, grad_loss), variables))
+
+
+def require_all(grads_and_vars: list[tuple[Any, Variable]]) -> list[Any]:
+  """The gradients, all of them present (Keras's `get_gradients`).
+
+  Raises:
+    ValueError: naming the first variable the loss does not use.
+  """
+  for g, v in grads_and_vars:
+    if g is None:
+      raise ValueError(
+          f"Variable {v.name} has `None` for gradient. Please make sure "
+          "that all of your ops have a gradient defined (i.e. are "
+          "differentiable).")
+  return [g for g, _ in grads_and_vars]

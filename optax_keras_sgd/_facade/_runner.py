@@ -14,9 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from optax_keras_sgd import _alias, _non_finite, _sparse, _state
+from optax_keras_sgd._facade import _hyperparameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +81,42 @@ class CompiledSteps:
   def compiled_count(self) -> int:
     """How many programs have been compiled, over all configs and shapes."""
     return sum(fn._cache_size() for fn in self._cache.values())
+
+
+class StepRunner:
+  """Runs one compiled step over the facade's Variables and writes the new
+  slots and counters back into them; returns the new values."""
+
+  def __init__(self):
+    self._steps = CompiledSteps()
+
+  def run(self, config: StepConfig, values: list[Any], grads: list[Any],
+          slots: list[Any], counter: Any, skipped: Any, learning_rate: Any,
+          momentum: Any, donate_values: bool) -> list[jax.Array]:
+    """One step. `learning_rate` and `momentum` are as the facade holds them
+    (`_hyperparameters`): a learning-rate schedule is traced into the step
+    (it is `config.schedule`); momentum enters as a value, a schedule of it
+    evaluated here at the current step."""
+    if config.use_momentum and _hyperparameters.is_schedule(momentum):
+      momentum = momentum(jnp.asarray(counter.value(), jnp.float32))
+    zero = jnp.zeros((), jnp.float32)
+    learning_rate = zero if config.schedule else _hyperparameters.read(learning_rate)
+    momentum = _hyperparameters.read(momentum) if config.use_momentum else zero
+    # Whether to donate is decided before the state is read: a read would
+    # count as one more owner.
+    step = self._steps.get(config, donate_values=donate_values,
+                           donate_state=sole_owner(slots + [counter, skipped]))
+    new_values, velocities, count, new_skipped = step(
+        values, grads, [s.value() for s in slots], counter.value(), skipped.value(),
+        learning_rate, momentum)
+    for s, x in zip(slots, velocities or []):
+      s._value = x
+    counter._value = count.astype(counter.dtype)
+    skipped._value = new_skipped
+    return new_values
+
+  def compiled_count(self) -> int:
+    return self._steps.compiled_count()
 
 
 def sole_owner(variables: list[Any]) -> bool:
