@@ -30,7 +30,11 @@ import reference
 from helpers import enable_x64
 from jax import lax
 
-from optax_keras_sgd import KerasLearningRateState, scale_by_keras_learning_rate, schedules
+from optax_keras_sgd import (
+  KerasLearningRateState,
+  scale_by_keras_learning_rate,
+  schedules,
+)
 
 pytestmark = pytest.mark.reference
 
