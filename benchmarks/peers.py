@@ -22,11 +22,11 @@ import optax_keras_sgd as oks
 LR, MOMENTUM, CLIP = 0.01, 0.9, 1.0
 
 VARIANTS = {
-    "plain": dict(learning_rate=LR),
-    "momentum": dict(learning_rate=LR, momentum=MOMENTUM),
-    "nesterov": dict(learning_rate=LR, momentum=MOMENTUM, nesterov=True),
-    "clipnorm": dict(learning_rate=LR, momentum=MOMENTUM, clipnorm=CLIP),
-    "global_clipnorm": dict(learning_rate=LR, momentum=MOMENTUM, global_clipnorm=CLIP),
+  "plain": dict(learning_rate=LR),
+  "momentum": dict(learning_rate=LR, momentum=MOMENTUM),
+  "nesterov": dict(learning_rate=LR, momentum=MOMENTUM, nesterov=True),
+  "clipnorm": dict(learning_rate=LR, momentum=MOMENTUM, clipnorm=CLIP),
+  "global_clipnorm": dict(learning_rate=LR, momentum=MOMENTUM, global_clipnorm=CLIP),
 }
 
 
@@ -135,8 +135,7 @@ def ours_flat(shapes, variant):
 
   params = oks.flatten([jnp.asarray(a) for a in _arrays(shapes, 0)])
   grads = oks.flatten([jnp.asarray(a) for a in _arrays(shapes, 1)])
-  return _jax_loop(jax.jit(step, donate_argnums=(0, 2)), params, tx.init(params),
-                   grads)
+  return _jax_loop(jax.jit(step, donate_argnums=(0, 2)), params, tx.init(params), grads)
 
 
 def ours_facade(shapes, variant):
@@ -170,8 +169,9 @@ def optax_sgd(shapes, variant):
   cfg = VARIANTS[variant]
   if "clipnorm" in cfg:
     return None  # optax has no per-tensor L2 clip (clip_by_block_rms is RMS)
-  tx = optax.sgd(cfg["learning_rate"], cfg.get("momentum") or None,
-                 cfg.get("nesterov", False))
+  tx = optax.sgd(
+    cfg["learning_rate"], cfg.get("momentum") or None, cfg.get("nesterov", False)
+  )
   if "global_clipnorm" in cfg:
     tx = optax.chain(optax.clip_by_global_norm(CLIP), tx)
   return _optax_loop(tx, shapes)
@@ -212,13 +212,18 @@ def _torch(shapes, variant, **impl):
   if device is None:
     return None
   cfg = VARIANTS[variant]
-  params = [torch.nn.Parameter(torch.from_numpy(a).to(device))
-            for a in _arrays(shapes, 0)]
+  params = [
+    torch.nn.Parameter(torch.from_numpy(a).to(device)) for a in _arrays(shapes, 0)
+  ]
   for p, g in zip(params, _arrays(shapes, 1)):
     p.grad = torch.from_numpy(g).to(device)
-  opt = torch.optim.SGD(params, lr=cfg["learning_rate"],
-                        momentum=cfg.get("momentum", 0.0),
-                        nesterov=cfg.get("nesterov", False), **impl)
+  opt = torch.optim.SGD(
+    params,
+    lr=cfg["learning_rate"],
+    momentum=cfg.get("momentum", 0.0),
+    nesterov=cfg.get("nesterov", False),
+    **impl,
+  )
 
   def run():
     if "clipnorm" in cfg:
@@ -242,13 +247,13 @@ def torch_fused(shapes, variant):
 
 
 PEERS = {
-    "fused kernel": fused_kernel,
-    "ours (sgd)": ours_functional,
-    "ours (SGD facade)": ours_facade,
-    "ours (SGD.update, donated)": ours_facade_pytree,
-    "ours (sgd, FlatParams)": ours_flat,
-    "optax.sgd": optax_sgd,
-    "tf_keras legacy": tf_keras_legacy,
-    "torch foreach": torch_foreach,
-    "torch fused": torch_fused,
+  "fused kernel": fused_kernel,
+  "ours (sgd)": ours_functional,
+  "ours (SGD facade)": ours_facade,
+  "ours (SGD.update, donated)": ours_facade_pytree,
+  "ours (sgd, FlatParams)": ours_flat,
+  "optax.sgd": optax_sgd,
+  "tf_keras legacy": tf_keras_legacy,
+  "torch foreach": torch_foreach,
+  "torch fused": torch_fused,
 }

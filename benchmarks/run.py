@@ -89,35 +89,53 @@ def step_table(args):
     n = workloads.size(shapes)
     for variant in args.variants:
       runs = {peer: build(shapes, variant) for peer, build in peers.PEERS.items()}
-      results = interleaved_ms({k: r for k, r in runs.items() if r is not None},
-                               rounds=args.rounds)
+      results = interleaved_ms(
+        {k: r for k, r in runs.items() if r is not None}, rounds=args.rounds
+      )
       del runs
       fused, ours = results["fused kernel"], results["ours (sgd)"]
       gb = n * peers.bytes_per_param(variant) / 1e9
       for peer, times in results.items():
         ms = statistics.median(times)
-        rows.append((name, variant, peer, ms, gb / (ms / 1e3),
-                     _median_ratio(times, fused), _median_ratio(times, ours)))
-      print(f"  {name:18s} {variant:16s} " + "  ".join(
-          f"{p}={statistics.median(t):.2f}" for p, t in results.items()), flush=True)
+        rows.append(
+          (
+            name,
+            variant,
+            peer,
+            ms,
+            gb / (ms / 1e3),
+            _median_ratio(times, fused),
+            _median_ratio(times, ours),
+          )
+        )
+      print(
+        f"  {name:18s} {variant:16s} "
+        + "  ".join(f"{p}={statistics.median(t):.2f}" for p, t in results.items()),
+        flush=True,
+      )
   return rows
 
 
 COMPILE_COLUMNS = {
-    "optax.sgd momentum": lambda: optax.sgd(0.01, momentum=0.9),
-    "momentum": lambda: oks.sgd(0.01, momentum=0.9),
-    "optax.sgd nesterov": lambda: optax.sgd(0.01, momentum=0.9, nesterov=True),
-    "nesterov": lambda: oks.sgd(0.01, momentum=0.9, nesterov=True),
-    "clipnorm": lambda: oks.sgd(0.01, momentum=0.9, clipnorm=1.0),
-    "optax global_clipnorm": lambda: optax.chain(
-        optax.clip_by_global_norm(1.0), optax.sgd(0.01, momentum=0.9)),
-    "global_clipnorm": lambda: oks.sgd(0.01, momentum=0.9, global_clipnorm=1.0),
-    "skip_non_finite": lambda: oks.skip_non_finite(oks.sgd(0.01, momentum=0.9)),
-    "clipnorm, FlatParams": lambda: oks.sgd(0.01, momentum=0.9, clipnorm=1.0),
+  "optax.sgd momentum": lambda: optax.sgd(0.01, momentum=0.9),
+  "momentum": lambda: oks.sgd(0.01, momentum=0.9),
+  "optax.sgd nesterov": lambda: optax.sgd(0.01, momentum=0.9, nesterov=True),
+  "nesterov": lambda: oks.sgd(0.01, momentum=0.9, nesterov=True),
+  "clipnorm": lambda: oks.sgd(0.01, momentum=0.9, clipnorm=1.0),
+  "optax global_clipnorm": lambda: optax.chain(
+    optax.clip_by_global_norm(1.0), optax.sgd(0.01, momentum=0.9)
+  ),
+  "global_clipnorm": lambda: oks.sgd(0.01, momentum=0.9, global_clipnorm=1.0),
+  "skip_non_finite": lambda: oks.skip_non_finite(oks.sgd(0.01, momentum=0.9)),
+  "clipnorm, FlatParams": lambda: oks.sgd(0.01, momentum=0.9, clipnorm=1.0),
 }
 
-SLOW_AT_5000 = ("clipnorm", "optax global_clipnorm", "global_clipnorm",
-                "skip_non_finite")
+SLOW_AT_5000 = (
+  "clipnorm",
+  "optax global_clipnorm",
+  "global_clipnorm",
+  "skip_non_finite",
+)
 
 
 def compile_times(counts=(10, 100, 1000, 5000), everything=False):
@@ -177,22 +195,30 @@ def memory_probe(donate: bool) -> None:
 def peak_memory():
   out = {}
   for donate in (True, False):
-    result = subprocess.run([sys.executable, __file__, "--memory-probe",
-                             "donate" if donate else "copy"],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+      [sys.executable, __file__, "--memory-probe", "donate" if donate else "copy"],
+      capture_output=True,
+      text=True,
+      check=True,
+    )
     out[donate] = int(result.stdout.strip().splitlines()[-1])
   return out
 
 
 def main():
   parser = argparse.ArgumentParser(description="optax-keras-sgd benchmarks")
-  parser.add_argument("--quick", action="store_true",
-                      help="momentum variants only, fewer rounds")
+  parser.add_argument(
+    "--quick", action="store_true", help="momentum variants only, fewer rounds"
+  )
   parser.add_argument("--workloads", nargs="*", choices=list(workloads.WORKLOADS))
-  parser.add_argument("--all-compile-times", action="store_true",
-                      help="also the slow per-leaf columns at 5,000 leaves (minutes)")
-  parser.add_argument("--memory-probe", choices=["donate", "copy"],
-                      help=argparse.SUPPRESS)
+  parser.add_argument(
+    "--all-compile-times",
+    action="store_true",
+    help="also the slow per-leaf columns at 5,000 leaves (minutes)",
+  )
+  parser.add_argument(
+    "--memory-probe", choices=["donate", "copy"], help=argparse.SUPPRESS
+  )
   args = parser.parse_args()
   if args.memory_probe:
     memory_probe(args.memory_probe == "donate")
@@ -203,33 +229,47 @@ def main():
   torch_threads = ""
   try:
     import torch
+
     where = peers.torch_device() or "left out"
-    torch_threads = (f", torch {torch.__version__} ({where}, "
-                     f"{torch.get_num_threads()} CPU threads)")
+    torch_threads = (
+      f", torch {torch.__version__} ({where}, {torch.get_num_threads()} CPU threads)"
+    )
   except ImportError:
     pass
-  print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
-        f"jax {jax.__version__} on {jax.devices()[0].device_kind}, optax "
-        f"{optax.__version__}{torch_threads}\n")
+  print(
+    f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+    f"jax {jax.__version__} on {jax.devices()[0].device_kind}, optax "
+    f"{optax.__version__}{torch_threads}\n"
+  )
 
   # Memory first, in fresh processes, before this one fills up with peers.
   memory = peak_memory()
   rows = step_table(args)
-  print("\n| workload | variant | contender | ms/step | GB/s | / fused kernel "
-        "| / ours (sgd) |\n|---|---|---|---|---|---|---|")
+  print(
+    "\n| workload | variant | contender | ms/step | GB/s | / fused kernel "
+    "| / ours (sgd) |\n|---|---|---|---|---|---|---|"
+  )
   for name, variant, peer, ms, gbs, vs_fused, vs_ours in rows:
-    print(f"| {name} | {variant} | {peer} | {ms:.3f} | {gbs:.1f} | "
-          f"{vs_fused:.2f} | {vs_ours:.2f} |")
+    print(
+      f"| {name} | {variant} | {peer} | {ms:.3f} | {gbs:.1f} | "
+      f"{vs_fused:.2f} | {vs_ours:.2f} |"
+    )
 
-  print("\n| leaves | " + " | ".join(COMPILE_COLUMNS) + " |\n|---|"
-        + "---|" * len(COMPILE_COLUMNS))
+  print(
+    "\n| leaves | "
+    + " | ".join(COMPILE_COLUMNS)
+    + " |\n|---|"
+    + "---|" * len(COMPILE_COLUMNS)
+  )
   for count, *seconds in compile_times(everything=args.all_compile_times):
     print(f"| {count} | " + " | ".join(f"{t:.2f}" for t in seconds) + " |")
 
   floor = 3 * 256 * 2**20 * 4
   kind = "RSS" if peers.accelerator() is None else "device memory"
-  print(f"\n| 256M-param momentum step | peak {kind} (GiB) "
-        "| / (params + grads + velocity) |\n|---|---|---|")
+  print(
+    f"\n| 256M-param momentum step | peak {kind} (GiB) "
+    "| / (params + grads + velocity) |\n|---|---|---|"
+  )
   for donate, label in ((True, "donated"), (False, "not donated")):
     print(f"| {label} | {memory[donate] / 2**30:.2f} | {memory[donate] / floor:.2f} |")
 

@@ -63,23 +63,37 @@ def main():
 
   table, state = fresh()
   sparse_mem = sparse_step.lower(table, sparse_grad, state).compile().memory_analysis()
-  sparse_ms = timed(sparse_step, lambda out: (out[0], sparse_grad, out[1]) if out
-                    else (*fresh()[:1], sparse_grad, fresh()[1]), a.repeats)
+  sparse_ms = timed(
+    sparse_step,
+    lambda out: (
+      (out[0], sparse_grad, out[1]) if out else (*fresh()[:1], sparse_grad, fresh()[1])
+    ),
+    a.repeats,
+  )
 
   # The dense equivalent: a dense gradient of the whole table each step.
   dense_grad = sparse_grad.to_dense()
   table, state = fresh()
   dense_mem = dense_step.lower(table, dense_grad, state).compile().memory_analysis()
-  dense_ms = timed(dense_step, lambda out: (out[0], dense_grad, out[1]) if out
-                   else (*fresh()[:1], dense_grad, fresh()[1]), a.repeats)
+  dense_ms = timed(
+    dense_step,
+    lambda out: (
+      (out[0], dense_grad, out[1]) if out else (*fresh()[:1], dense_grad, fresh()[1])
+    ),
+    a.repeats,
+  )
 
   mb = 1 / 2**20
   print(f"device: {jax.devices()[0].device_kind}, CPU threads: {os.cpu_count()}")
-  print(f"table {a.rows} x {a.dim} float32 ({a.rows * a.dim * 4 * mb:.0f} MB), "
-        f"{a.touched} rows touched, momentum 0.9")
+  print(
+    f"table {a.rows} x {a.dim} float32 ({a.rows * a.dim * 4 * mb:.0f} MB), "
+    f"{a.touched} rows touched, momentum 0.9"
+  )
   print("| step | ms/step | temporaries (MB) |\n|---|---|---|")
-  print(f"| sparse (IndexedSlices) | {sparse_ms:.3f} | "
-        f"{sparse_mem.temp_size_in_bytes * mb:.2f} |")
+  print(
+    f"| sparse (IndexedSlices) | {sparse_ms:.3f} | "
+    f"{sparse_mem.temp_size_in_bytes * mb:.2f} |"
+  )
   print(f"| dense | {dense_ms:.3f} | {dense_mem.temp_size_in_bytes * mb:.2f} |")
   print(f"speed-up: {dense_ms / sparse_ms:.0f}x")
 

@@ -30,8 +30,20 @@ def transformer_like(layers: int = 83, d: int = 128) -> list[tuple[int, ...]]:
   """About 1,000 tensors of mixed sizes: 12 per layer, plus embeddings."""
   shapes = [(8192, d), (512, d)]
   for _ in range(layers):
-    shapes += [(d, 3 * d), (3 * d,), (d, d), (d,), (d,), (d,),
-               (d, 4 * d), (4 * d,), (4 * d, d), (d,), (d,), (d,)]
+    shapes += [
+      (d, 3 * d),
+      (3 * d,),
+      (d, d),
+      (d,),
+      (d,),
+      (d,),
+      (d, 4 * d),
+      (4 * d,),
+      (4 * d, d),
+      (d,),
+      (d,),
+      (d,),
+    ]
   shapes += [(d,), (d,)]
   return shapes
 
@@ -42,10 +54,10 @@ def tiny_leaves(count: int = 1000, size: int = 64) -> list[tuple[int, ...]]:
 
 
 WORKLOADS = {
-    "32M tensor": single_tensor,
-    "ResNet-50-like": resnet50_like,
-    "transformer-like": transformer_like,
-    "1000 tiny leaves": tiny_leaves,
+  "32M tensor": single_tensor,
+  "ResNet-50-like": resnet50_like,
+  "transformer-like": transformer_like,
+  "1000 tiny leaves": tiny_leaves,
 }
 
 

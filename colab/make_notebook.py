@@ -9,7 +9,7 @@ import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 cells = [
-    new_markdown_cell("""# Keras-exact SGD on every device: optax-keras-sgd
+  new_markdown_cell("""# Keras-exact SGD on every device: optax-keras-sgd
 
 This notebook trains a small MLP **data-parallel over all devices** (a Colab
 TPU's 8 cores, a GPU, or the CPU), with the functional API (`sgd` inside
@@ -18,13 +18,13 @@ against Keras 2's own `tf_keras.optimizers.legacy.SGD`.
 
 Runtime > Change runtime type > TPU (or GPU) to use an accelerator; on CPU it
 runs the same way."""),
-    new_markdown_cell("""## Install
+  new_markdown_cell("""## Install
 optax-keras-sgd is not on PyPI yet. Either upload the wheel built from a
 clone (`python -m pip wheel --no-deps -w dist .`, then drag
 `dist/optax_keras_sgd-*.whl` into Colab's Files pane), or set `SOURCE` below
 to the repository's pip URL (`git+https://...`). pip keeps Colab's JAX when it
 meets the package's floor (jax 0.7.1) and upgrades it otherwise."""),
-    new_code_cell("""import glob, subprocess, sys
+  new_code_cell("""import glob, subprocess, sys
 
 SOURCE = ""  # a pip URL of the repository, or "" to use an uploaded wheel
 
@@ -41,7 +41,7 @@ def install_command(source, wheels):
 if "google.colab" in sys.modules:
     subprocess.run(install_command(SOURCE, glob.glob("optax_keras_sgd-*.whl")),
                    check=True)"""),
-    new_code_cell("""import jax
+  new_code_cell("""import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -53,10 +53,10 @@ backend = jax.default_backend()   # 'tpu', 'gpu' or 'cpu'
 devices = jax.devices()
 print(f"backend: {backend}, {len(devices)} device(s): {devices[0].device_kind}")
 mesh = jax.make_mesh((len(devices),), ("data",))"""),
-    new_markdown_cell("""## Data and model
+  new_markdown_cell("""## Data and model
 A deterministic two-class problem (two interleaved spirals), made here: no
 downloads. The batch is split across the devices."""),
-    new_code_cell("""def spirals(n, seed=0):
+  new_code_cell("""def spirals(n, seed=0):
     rng = np.random.default_rng(seed)
     t = np.sqrt(rng.uniform(0.05, 1, n)) * 3 * np.pi
     label = rng.integers(0, 2, n)
@@ -88,12 +88,12 @@ def batches():
 
 data_sharding = NamedSharding(mesh, P("data"))
 replicated = NamedSharding(mesh, P())"""),
-    new_markdown_cell("""## Functional API: `sgd` inside `shard_map`
+  new_markdown_cell("""## Functional API: `sgd` inside `shard_map`
 Each device computes the gradient of its part of the batch; `axis_name="data"`
 sums the replicas' gradients **before clipping**, as Keras does with a
 distribution strategy. Keras's semantics: the step schedule's learning rate
 sits inside the momentum velocity."""),
-    new_code_cell("""schedule = oks.schedules.PiecewiseConstantDecay([20], [0.5, 0.05])
+  new_code_cell("""schedule = oks.schedules.PiecewiseConstantDecay([20], [0.5, 0.05])
 tx = oks.sgd(schedule, momentum=0.9, nesterov=True, clipnorm=1.0, axis_name="data")
 
 def local_step(params, state, x, y):
@@ -114,11 +114,11 @@ for epoch in range(5):
     print(f"epoch {epoch}: loss {float(loss):.4f}")
 functional_params = params
 print("steps:", int(oks.iterations(state)))"""),
-    new_markdown_cell("""## The Keras-style facade on sharded arrays
+  new_markdown_cell("""## The Keras-style facade on sharded arrays
 `Variable`s hold global arrays (here replicated, the batch sharded); the loss
 over the whole batch already sums over devices, and each step is one compiled
 call. Same optimizer, Keras's API."""),
-    new_code_cell("""with jax.set_mesh(mesh):
+  new_code_cell("""with jax.set_mesh(mesh):
     variables = jax.tree.map(lambda a: oks.Variable(jax.device_put(a, replicated)),
                              init_params())
     is_var = lambda v: isinstance(v, oks.Variable)
@@ -136,10 +136,10 @@ gap = max(float(jnp.max(jnp.abs(v.value() - p)))
           for v, p in zip(flat_vars, jax.tree.leaves(functional_params)))
 print(f"largest difference between the two APIs: {gap:.2e}")
 assert gap < 1e-4"""),
-    new_markdown_cell("""## The Keras parity check
+  new_markdown_cell("""## The Keras parity check
 The same first steps with Keras 2's own optimizer (TensorFlow on the CPU), on
 one batch without sharding."""),
-    new_code_cell("""try:
+  new_code_cell("""try:
     import tensorflow as tf
     import tf_keras
 except ImportError:
@@ -168,9 +168,9 @@ if tf_keras is not None:
               for a, b in zip(jax.tree.leaves(ours), tf_vars))
     print(f"largest difference from tf_keras after 3 steps: {gap:.2e}")
     assert gap < 1e-6"""),
-    new_markdown_cell("""## On an accelerator: a bigger step
+  new_markdown_cell("""## On an accelerator: a bigger step
 Runs only on a TPU or GPU: one SGD step on a 32M-parameter tensor."""),
-    new_code_cell("""if backend != "cpu":
+  new_code_cell("""if backend != "cpu":
     import time
     big = jax.device_put(jnp.zeros(32 * 2**20), replicated)
     big_tx = oks.sgd(0.1, momentum=0.9)
@@ -191,14 +191,17 @@ else:
 ]
 
 for number, cell in enumerate(cells):
-  cell.id = f"cell-{number}"   # stable ids: regenerating changes nothing
+  cell.id = f"cell-{number}"  # stable ids: regenerating changes nothing
 
-notebook = new_notebook(cells=cells, metadata={
+notebook = new_notebook(
+  cells=cells,
+  metadata={
     "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
     "language_info": {"name": "python"},
     "accelerator": "TPU",
     "colab": {"provenance": []},
-})
+  },
+)
 path = pathlib.Path(__file__).with_name("optax_keras_sgd_data_parallel.ipynb")
 nbformat.write(notebook, path)
 print("wrote", path)

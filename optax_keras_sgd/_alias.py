@@ -6,25 +6,25 @@ import jax
 import optax
 
 from optax_keras_sgd import (
-    _clipping,
-    _distributed,
-    _learning_rate,
-    _momentum,
-    _sparse,
-    _validation,
+  _clipping,
+  _distributed,
+  _learning_rate,
+  _momentum,
+  _sparse,
+  _validation,
 )
 
 
 def sgd(
-    learning_rate: optax.ScalarOrSchedule = 0.01,
-    momentum: jax.typing.ArrayLike = 0.0,
-    nesterov: bool = False,
-    *,
-    clipvalue: jax.typing.ArrayLike | None = None,
-    clipnorm: jax.typing.ArrayLike | None = None,
-    global_clipnorm: jax.typing.ArrayLike | None = None,
-    decay: jax.typing.ArrayLike = 0.0,
-    axis_name: _distributed.AxisName | None = None,
+  learning_rate: optax.ScalarOrSchedule = 0.01,
+  momentum: jax.typing.ArrayLike = 0.0,
+  nesterov: bool = False,
+  *,
+  clipvalue: jax.typing.ArrayLike | None = None,
+  clipnorm: jax.typing.ArrayLike | None = None,
+  global_clipnorm: jax.typing.ArrayLike | None = None,
+  decay: jax.typing.ArrayLike = 0.0,
+  axis_name: _distributed.AxisName | None = None,
 ) -> optax.GradientTransformation:
   r"""Keras 2's legacy SGD (`tf.keras.optimizers.legacy.SGD`), exactly.
 

@@ -22,8 +22,9 @@ def _real(argument: str, g: jax.Array) -> jax.Array:
   """`g`, checked to be real: TensorFlow's clip ops take no complex numbers."""
   if jnp.issubdtype(g.dtype, jnp.complexfloating):
     raise TypeError(
-        f"`{argument}` cannot clip complex gradients (the reference cannot "
-        f"either). Received a gradient of dtype {g.dtype} with shape {g.shape}.")
+      f"`{argument}` cannot clip complex gradients (the reference cannot "
+      f"either). Received a gradient of dtype {g.dtype} with shape {g.shape}."
+    )
   return g
 
 
@@ -62,7 +63,7 @@ def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformati
   def update_fn(updates, state, params=None):
     del params
     return _sparse.tree_map_gradients(
-        lambda g: _sparse.map_values(clip, g), updates
+      lambda g: _sparse.map_values(clip, g), updates
     ), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
@@ -140,8 +141,11 @@ def clip_by_norm(clipnorm: jax.typing.ArrayLike) -> optax.GradientTransformation
 
   def update_fn(updates, state, params=None):
     del params
-    return jax.tree.map(clip, updates, is_leaf=lambda x: isinstance(
-        x, (_sparse.IndexedSlices, _flat.FlatParams))), state
+    return jax.tree.map(
+      clip,
+      updates,
+      is_leaf=lambda x: isinstance(x, (_sparse.IndexedSlices, _flat.FlatParams)),
+    ), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
@@ -159,18 +163,21 @@ def global_norm(updates) -> jax.Array:
     >>> global_norm({"a": jnp.array([3.0]), "b": jnp.array([4.0])})
     Array(5., dtype=float32)
   """
-  values = [_real("global_clipnorm", _sparse.dense_values(g))
-            for g in _sparse.tree_leaves_gradients(updates)]
+  values = [
+    _real("global_clipnorm", _sparse.dense_values(g))
+    for g in _sparse.tree_leaves_gradients(updates)
+  ]
   dtype = jnp.result_type(*values)
   # The halving is exact, so it comes after the sum: inside it, XLA on CPU
   # would stream a full-size array of 0.5s next to each gradient.
-  halves = _numerics.stacked_scalars([
-      lax.mul(_sum_of_squares(v), v.dtype.type(0.5)).astype(dtype) for v in values])
+  halves = _numerics.stacked_scalars(
+    [lax.mul(_sum_of_squares(v), v.dtype.type(0.5)).astype(dtype) for v in values]
+  )
   return jnp.sqrt(jnp.sum(halves) * jnp.asarray(2.0, dtype))
 
 
 def clip_by_global_norm(
-    global_clipnorm: jax.typing.ArrayLike,
+  global_clipnorm: jax.typing.ArrayLike,
 ) -> optax.GradientTransformation:
   r"""Scales all gradients together so their global L2 norm is at most `c`.
 
@@ -215,7 +222,7 @@ def clip_by_global_norm(
     scale = c * jnp.minimum(one / _numerics.rounded(norm), one / c) + (norm - norm)
     scaled = lambda g: g * scale.astype(g.dtype)  # noqa: E731
     return _sparse.tree_map_gradients(
-        lambda g: _sparse.map_values(scaled, g), updates
+      lambda g: _sparse.map_values(scaled, g), updates
     ), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)

@@ -6,13 +6,23 @@ from typing import Any
 
 from optax_keras_sgd import schedules
 
-CONFIG_KEYS = ("name", "learning_rate", "lr", "decay", "momentum", "nesterov",
-               "clipnorm", "clipvalue", "global_clipnorm", "skip_non_finite")
+CONFIG_KEYS = (
+  "name",
+  "learning_rate",
+  "lr",
+  "decay",
+  "momentum",
+  "nesterov",
+  "clipnorm",
+  "clipvalue",
+  "global_clipnorm",
+  "skip_non_finite",
+)
 
 
-def optimizer_kwargs_from_config(config: dict[str, Any],
-                                 custom_objects: dict[str, Any] | None = None
-                                 ) -> dict[str, Any]:
+def optimizer_kwargs_from_config(
+  config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+) -> dict[str, Any]:
   """Constructor arguments for `SGD` from a `get_config()` dict.
 
   Accepts `lr` as an alias of `learning_rate` and a serialized schedule dict
@@ -27,15 +37,20 @@ def optimizer_kwargs_from_config(config: dict[str, Any],
     raise TypeError(f"`config` must be a dict. Received: {type(config).__name__}.")
   unknown = sorted(set(config) - set(CONFIG_KEYS))
   if unknown:
-    raise ValueError(f"Unknown keys in SGD config: {unknown}. An SGD config has "
-                     f"the keys {list(CONFIG_KEYS)}.")
+    raise ValueError(
+      f"Unknown keys in SGD config: {unknown}. An SGD config has "
+      f"the keys {list(CONFIG_KEYS)}."
+    )
   kwargs = {k: v for k, v in config.items() if v is not None}
   if "lr" in kwargs:
     if "learning_rate" in kwargs:
-      raise ValueError("An SGD config may not have both `lr` and "
-                       f"`learning_rate`. Received: {config!r}.")
+      raise ValueError(
+        "An SGD config may not have both `lr` and "
+        f"`learning_rate`. Received: {config!r}."
+      )
     kwargs["learning_rate"] = kwargs.pop("lr")
   if isinstance(kwargs.get("learning_rate"), dict):
-    kwargs["learning_rate"] = schedules.deserialize(kwargs["learning_rate"],
-                                                    custom_objects=custom_objects)
+    kwargs["learning_rate"] = schedules.deserialize(
+      kwargs["learning_rate"], custom_objects=custom_objects
+    )
   return kwargs

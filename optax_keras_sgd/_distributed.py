@@ -44,9 +44,10 @@ def _sum_over(g: Any, over: tuple) -> Any:
     return g
   if isinstance(g, _sparse.IndexedSlices):
     return _sparse.IndexedSlices.unchecked(
-        _concatenate_replicas(g.values, over),
-        _concatenate_replicas(g.indices, over),
-        g.dense_shape)
+      _concatenate_replicas(g.values, over),
+      _concatenate_replicas(g.indices, over),
+      g.dense_shape,
+    )
   return jax.lax.psum(g, over)
 
 

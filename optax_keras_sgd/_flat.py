@@ -57,8 +57,9 @@ class FlatParams:
 
   def unflatten(self) -> Any:
     """The original pytree (rows of the buffers, as new arrays)."""
-    leaves = [self.buffers[b][row].reshape(shape)
-              for b, row, shape in self.layout.leaves]
+    leaves = [
+      self.buffers[b][row].reshape(shape) for b, row, shape in self.layout.leaves
+    ]
     return jax.tree.unflatten(self.layout.treedef, leaves)
 
   def map_tensors(self, fn) -> FlatParams:
@@ -77,8 +78,10 @@ class FlatParams:
     return cls(tuple(buffers), layout)
 
   def __repr__(self) -> str:
-    return (f"FlatParams({len(self.layout.leaves)} tensors in buffers "
-            f"{[(str(b.dtype), b.shape) for b in self.buffers]})")
+    return (
+      f"FlatParams({len(self.layout.leaves)} tensors in buffers "
+      f"{[(str(b.dtype), b.shape) for b in self.buffers]})"
+    )
 
 
 def flatten(params: Any) -> FlatParams:

@@ -20,10 +20,10 @@ class KerasLearningRateState(NamedTuple):
 
 
 def learning_rate_at(
-    learning_rate: optax.ScalarOrSchedule,
-    decay: jax.typing.ArrayLike,
-    count: jax.typing.ArrayLike,
-    dtype: Any,
+  learning_rate: optax.ScalarOrSchedule,
+  decay: jax.typing.ArrayLike,
+  count: jax.typing.ArrayLike,
+  dtype: Any,
 ) -> jax.Array:
   """The learning rate Keras uses at step `count` for a variable of `dtype`.
 
@@ -45,8 +45,8 @@ def learning_rate_at(
 
 
 def scale_by_keras_learning_rate(
-    learning_rate: optax.ScalarOrSchedule,
-    decay: jax.typing.ArrayLike = 0.0,
+  learning_rate: optax.ScalarOrSchedule,
+  decay: jax.typing.ArrayLike = 0.0,
 ) -> optax.GradientTransformation:
   r"""Multiplies updates by `-lr_t`, Keras's learning rate at this step.
 
@@ -104,10 +104,8 @@ def scale_by_keras_learning_rate(
       return lax.neg(_numerics.rounded_product(rate(g.dtype), g))
 
     updates = _sparse.tree_map_gradients(
-        lambda g: _sparse.map_values(scale, g), updates
+      lambda g: _sparse.map_values(scale, g), updates
     )
-    return updates, KerasLearningRateState(
-        count=optax.safe_increment(state.count)
-    )
+    return updates, KerasLearningRateState(count=optax.safe_increment(state.count))
 
   return optax.GradientTransformation(init_fn, update_fn)

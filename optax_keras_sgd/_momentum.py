@@ -29,14 +29,15 @@ def _sparse_trace(g, v, m, nesterov):
   rows = _sparse.sum_duplicates(g)
   v_rows = v.at[rows.indices].get(mode="fill", fill_value=0)
   v_rows = lax.add(_numerics.rounded_product(m, v_rows), rows.values)
-  out = (lax.add(_numerics.rounded_product(m, v_rows), rows.values) if nesterov
-         else v_rows)
+  out = (
+    lax.add(_numerics.rounded_product(m, v_rows), rows.values) if nesterov else v_rows
+  )
   new_v = v.at[rows.indices].set(v_rows, mode="drop")
   return rows.with_values(out), new_v
 
 
 def keras_momentum(
-    momentum: jax.typing.ArrayLike, nesterov: bool = False
+  momentum: jax.typing.ArrayLike, nesterov: bool = False
 ) -> optax.GradientTransformation:
   r"""Keras's momentum on updates already scaled by `-lr_t`.
 
@@ -102,7 +103,7 @@ def keras_momentum(
 
     treedef: Any = jax.tree.structure(updates, is_leaf=_sparse.is_indexed_slices)
     pairs = treedef.flatten_up_to(
-        _sparse.tree_map_gradients(step, updates, state.velocity)
+      _sparse.tree_map_gradients(step, updates, state.velocity)
     )
     new_updates = treedef.unflatten([u for u, _ in pairs])
     new_velocity = treedef.unflatten([v for _, v in pairs])

@@ -27,7 +27,7 @@ def all_finite(updates: Any) -> jax.Array:
 
 
 def skip_non_finite(
-    inner: optax.GradientTransformation,
+  inner: optax.GradientTransformation,
 ) -> optax.GradientTransformation:
   """Wraps `inner` so a step with a NaN or infinite gradient changes nothing.
 
@@ -66,9 +66,11 @@ def skip_non_finite(
       return jnp.where(finite, u, jnp.asarray(-0.0, u.dtype))
 
     new_updates = _sparse.tree_map_gradients(
-        lambda u: _sparse.map_values(keep, u), new_updates)
-    new_inner = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
-                             new_inner, state.inner_state)
+      lambda u: _sparse.map_values(keep, u), new_updates
+    )
+    new_inner = jax.tree.map(
+      lambda new, old: jnp.where(finite, new, old), new_inner, state.inner_state
+    )
     skipped = state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32)
     return new_updates, SkipNonFiniteState(new_inner, skipped)
 
@@ -86,10 +88,14 @@ def skipped_steps(state: optax.OptState) -> jax.Array:
     >>> int(skipped_steps(state))
     1
   """
-  found = [s for s in jax.tree.leaves(
-      state, is_leaf=lambda x: isinstance(x, SkipNonFiniteState))
-      if isinstance(s, SkipNonFiniteState)]
+  found = [
+    s
+    for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(x, SkipNonFiniteState))
+    if isinstance(s, SkipNonFiniteState)
+  ]
   if len(found) != 1:
-    raise ValueError("`state` must hold exactly one SkipNonFiniteState (from "
-                     f"`skip_non_finite`); found {len(found)}.")
+    raise ValueError(
+      "`state` must hold exactly one SkipNonFiniteState (from "
+      f"`skip_non_finite`); found {len(found)}."
+    )
   return found[0].skipped

@@ -42,25 +42,25 @@ class IndexedSlices:
     indices = jnp.asarray(indices) if not _is_array(indices) else indices
     if not jnp.issubdtype(indices.dtype, jnp.integer):
       raise TypeError(
-          "`indices` of an IndexedSlices must be integers. "
-          f"Received: indices of dtype {indices.dtype}."
+        "`indices` of an IndexedSlices must be integers. "
+        f"Received: indices of dtype {indices.dtype}."
       )
     if indices.ndim != 1:
       raise ValueError(
-          "`indices` of an IndexedSlices must be one-dimensional. "
-          f"Received: indices of shape {indices.shape}."
+        "`indices` of an IndexedSlices must be one-dimensional. "
+        f"Received: indices of shape {indices.shape}."
       )
     if not dense_shape:
       raise ValueError(
-          "`dense_shape` of an IndexedSlices must have at least one "
-          f"dimension. Received: dense_shape={dense_shape}."
+        "`dense_shape` of an IndexedSlices must have at least one "
+        f"dimension. Received: dense_shape={dense_shape}."
       )
     expected = (indices.shape[0],) + dense_shape[1:]
     if tuple(values.shape) != expected:
       raise ValueError(
-          "`values` of an IndexedSlices must have shape (len(indices),) + "
-          f"dense_shape[1:] = {expected}. Received: values of shape "
-          f"{tuple(values.shape)} for dense_shape={dense_shape}."
+        "`values` of an IndexedSlices must have shape (len(indices),) + "
+        f"dense_shape[1:] = {expected}. Received: values of shape "
+        f"{tuple(values.shape)} for dense_shape={dense_shape}."
       )
     _check_index_range(indices, dense_shape[0])
     self.values = values
@@ -82,8 +82,13 @@ class IndexedSlices:
     return zeros.at[self.indices].add(self.values, mode="promise_in_bounds")
 
   @classmethod
-  def unchecked(cls, values: Any, indices: Any, dense_shape: tuple[int, ...],
-                unique_indices: bool = False):
+  def unchecked(
+    cls,
+    values: Any,
+    indices: Any,
+    dense_shape: tuple[int, ...],
+    unique_indices: bool = False,
+  ):
     """Builds one without checks, for traced code that keeps the invariants.
     `unique_indices` marks slices whose duplicates were already summed."""
     out = object.__new__(cls)
@@ -93,8 +98,9 @@ class IndexedSlices:
 
   def with_values(self, values: Any) -> IndexedSlices:
     """The same rows with new values."""
-    return IndexedSlices.unchecked(values, self.indices, self.dense_shape,
-                                   self.unique_indices)
+    return IndexedSlices.unchecked(
+      values, self.indices, self.dense_shape, self.unique_indices
+    )
 
   def tree_flatten(self):
     return (self.values, self.indices), (self.dense_shape, self.unique_indices)
@@ -105,8 +111,8 @@ class IndexedSlices:
 
   def __repr__(self) -> str:
     return (
-        f"IndexedSlices(values={self.values!r}, indices={self.indices!r}, "
-        f"dense_shape={self.dense_shape})"
+      f"IndexedSlices(values={self.values!r}, indices={self.indices!r}, "
+      f"dense_shape={self.dense_shape})"
     )
 
 
@@ -122,9 +128,9 @@ def _check_index_range(indices: Any, rows: int) -> None:
   if host.size and (host.min() < 0 or host.max() >= rows):
     bad = host[(host < 0) | (host >= rows)]
     raise IndexError(
-        f"`indices` of an IndexedSlices must lie in [0, {rows}) for "
-        f"dense_shape[0]={rows}. Received out-of-range indices: "
-        f"{bad[:8].tolist()}."
+      f"`indices` of an IndexedSlices must lie in [0, {rows}) for "
+      f"dense_shape[0]={rows}. Received out-of-range indices: "
+      f"{bad[:8].tolist()}."
     )
 
 
@@ -174,8 +180,11 @@ def sum_duplicates(g: IndexedSlices) -> IndexedSlices:
   ordered = jax.lax.sort(indices)
   first = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
   slot = jnp.cumsum(first) - 1
-  unique = jnp.full((n,), rows, jnp.int32).at[jnp.where(first, slot, n)].set(
-      ordered, mode="drop")
+  unique = (
+    jnp.full((n,), rows, jnp.int32)
+    .at[jnp.where(first, slot, n)]
+    .set(ordered, mode="drop")
+  )
   inverse = jnp.searchsorted(unique, indices)
   # Summed in the slices' own order, as TensorFlow's unsorted_segment_sum.
   summed = jax.ops.segment_sum(g.values, inverse, num_segments=n)
@@ -193,8 +202,8 @@ def sum_duplicate_indices() -> optax.GradientTransformation:
   def update_fn(updates, state, params=None):
     del params
     return tree_map_gradients(
-        lambda g: sum_duplicates(g) if isinstance(g, IndexedSlices) else g,
-        updates), state
+      lambda g: sum_duplicates(g) if isinstance(g, IndexedSlices) else g, updates
+    ), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
@@ -226,8 +235,9 @@ def apply_updates(params: Any, updates: Any) -> Any:
   return tree_map_gradients(apply, updates, params)
 
 
-def embedding_gradient(loss_fn: Callable[..., Any], table: Any, ids: Any,
-                       *args: Any) -> tuple[jax.Array, IndexedSlices]:
+def embedding_gradient(
+  loss_fn: Callable[..., Any], table: Any, ids: Any, *args: Any
+) -> tuple[jax.Array, IndexedSlices]:
   """The loss and its `IndexedSlices` gradient for an embedding lookup.
 
   Differentiates `loss_fn(table[ids], *args)` with respect to the gathered
@@ -257,4 +267,5 @@ def embedding_gradient(loss_fn: Callable[..., Any], table: Any, ids: Any,
   loss, g_rows = jax.value_and_grad(loss_fn)(rows, *args)
   row_shape = tuple(jnp.shape(table)[1:])
   return loss, IndexedSlices.unchecked(
-      g_rows.reshape((-1,) + row_shape), ids.reshape(-1), tuple(jnp.shape(table)))
+    g_rows.reshape((-1,) + row_shape), ids.reshape(-1), tuple(jnp.shape(table))
+  )

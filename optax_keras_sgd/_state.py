@@ -15,8 +15,9 @@ def _find(state: Any, name: str) -> Any:
   try:
     return optax.tree.get(state, name)
   except KeyError:
-    raise ValueError(f"`state` holds more than one {name}: one `sgd` state is "
-                     "expected.") from None
+    raise ValueError(
+      f"`state` holds more than one {name}: one `sgd` state is expected."
+    ) from None
 
 
 def iterations(state: optax.OptState) -> jax.Array:
@@ -36,8 +37,10 @@ def iterations(state: optax.OptState) -> jax.Array:
   """
   found = _find(state, _learning_rate.KerasLearningRateState.__name__)
   if found is None:
-    raise ValueError("`state` must hold a KerasLearningRateState (an `sgd` "
-                     f"state); {type(state).__name__} has none.")
+    raise ValueError(
+      "`state` must hold a KerasLearningRateState (an `sgd` "
+      f"state); {type(state).__name__} has none."
+    )
   return found.count
 
 

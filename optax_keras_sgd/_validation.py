@@ -35,28 +35,27 @@ def check_scalar_hyperparameter(name: str, value: Any) -> None:
   """Raises TypeError unless `value` is a real scalar (number or array)."""
   if isinstance(value, bool) or value is None:
     raise TypeError(
-        f"`{name}` must be a real number or a scalar array. "
-        f"Received: {name}={value!r} (of type {type(value).__name__})."
+      f"`{name}` must be a real number or a scalar array. "
+      f"Received: {name}={value!r} (of type {type(value).__name__})."
     )
   if isinstance(value, numbers.Real):
     return
   if isinstance(value, (np.ndarray, np.generic, jax.Array)):
     if np.ndim(value) != 0:
       raise ValueError(
-          f"`{name}` must be a scalar. Received: {name} with shape "
-          f"{np.shape(value)}."
+        f"`{name}` must be a scalar. Received: {name} with shape {np.shape(value)}."
       )
     dtype = np.dtype(value.dtype)
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
       if dtype.name != "bfloat16":
         raise TypeError(
-            f"`{name}` must be a real number or a scalar array. "
-            f"Received: {name} of dtype {dtype}."
+          f"`{name}` must be a real number or a scalar array. "
+          f"Received: {name} of dtype {dtype}."
         )
     return
   raise TypeError(
-      f"`{name}` must be a real number or a scalar array. "
-      f"Received: {name}={value!r} (of type {type(value).__name__})."
+    f"`{name}` must be a real number or a scalar array. "
+    f"Received: {name}={value!r} (of type {type(value).__name__})."
   )
 
 
@@ -73,8 +72,8 @@ def check_momentum(momentum: Any) -> None:
   check_scalar_hyperparameter("momentum", momentum)
   if isinstance(momentum, numbers.Real) and not 0 <= float(momentum) <= 1:
     raise ValueError(
-        "`momentum` must be between [0, 1]. Received: "
-        f"momentum={momentum} (of type {type(momentum)})."
+      "`momentum` must be between [0, 1]. Received: "
+      f"momentum={momentum} (of type {type(momentum)})."
     )
 
 
@@ -88,16 +87,16 @@ def check_learning_rate(learning_rate: Any) -> None:
 def check_clip_exclusive(clipnorm: Any, global_clipnorm: Any) -> None:
   if clipnorm is not None and global_clipnorm is not None:
     raise ValueError(
-        "Cannot accept both `clipnorm` and `global_clipnorm`. "
-        f"Received: `clipnorm`={clipnorm}, `global_clipnorm`={global_clipnorm}."
+      "Cannot accept both `clipnorm` and `global_clipnorm`. "
+      f"Received: `clipnorm`={clipnorm}, `global_clipnorm`={global_clipnorm}."
     )
 
 
 def check_bool(name: str, value: Any) -> None:
   if not isinstance(value, (bool, np.bool_)):
     raise TypeError(
-        f"`{name}` must be a bool. Received: {name}={value!r} "
-        f"(of type {type(value).__name__})."
+      f"`{name}` must be a bool. Received: {name}={value!r} "
+      f"(of type {type(value).__name__})."
     )
 
 
@@ -116,9 +115,9 @@ def check_float_leaves(tree: Any, what: str) -> None:
       continue
     if not jax.numpy.issubdtype(dtype, jax.numpy.inexact):
       raise TypeError(
-          f"{what} at {jax.tree_util.keystr(path) or '<root>'} has dtype "
-          f"{dtype}; SGD updates floating-point (float16, bfloat16, float32, "
-          "float64) or complex arrays only."
+        f"{what} at {jax.tree_util.keystr(path) or '<root>'} has dtype "
+        f"{dtype}; SGD updates floating-point (float16, bfloat16, float32, "
+        "float64) or complex arrays only."
       )
 
 
@@ -131,13 +130,15 @@ def check_gradients_match(updates: Any, params: Any) -> None:
   """
 
   g_leaves, g_def = jax.tree_util.tree_flatten_with_path(
-      updates, is_leaf=is_indexed_slices)
+    updates, is_leaf=is_indexed_slices
+  )
   p_leaves, p_def = jax.tree_util.tree_flatten_with_path(params)
   g_def, p_def = cast(Any, g_def), cast(Any, p_def)
   if g_def != p_def:
     raise ValueError(
-        "The gradients and the params have different tree structures. "
-        f"Gradients: {g_def}; params: {p_def}.")
+      "The gradients and the params have different tree structures. "
+      f"Gradients: {g_def}; params: {p_def}."
+    )
   for (path, g), (_, p) in zip(g_leaves, p_leaves):
     where = f"at {jax.tree_util.keystr(path) or '<root>'}"
     check_gradient(g, np.shape(p), jax.numpy.result_type(p), where, "parameter")
@@ -154,9 +155,13 @@ def check_gradient(g: Any, shape: Any, dtype: Any, where: str, owner: str) -> No
 
   g_shape = g.dense_shape if isinstance(g, IndexedSlices) else np.shape(g)
   if tuple(g_shape) != tuple(shape):
-    raise ValueError(f"The gradient {where} has shape {tuple(g_shape)}, but the "
-                     f"{owner} has shape {tuple(shape)}.")
+    raise ValueError(
+      f"The gradient {where} has shape {tuple(g_shape)}, but the "
+      f"{owner} has shape {tuple(shape)}."
+    )
   g_dtype = jax.numpy.result_type(getattr(g, "dtype", None) or g)
   if g_dtype != jax.numpy.dtype(dtype):
-    raise TypeError(f"The gradient {where} has dtype {g_dtype}, but the {owner} "
-                    f"has dtype {jax.numpy.dtype(dtype)}. Cast one to the other.")
+    raise TypeError(
+      f"The gradient {where} has dtype {g_dtype}, but the {owner} "
+      f"has dtype {jax.numpy.dtype(dtype)}. Cast one to the other."
+    )

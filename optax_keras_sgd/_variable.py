@@ -62,22 +62,36 @@ class Variable:
 
   __array_priority__ = 100
 
-  def __init__(self, initial_value: Any, name: str | None = None,
-               trainable: bool = True, dtype: Any = None, *,
-               constraint: Callable[[Any], Any] | None = None):
+  def __init__(
+    self,
+    initial_value: Any,
+    name: str | None = None,
+    trainable: bool = True,
+    dtype: Any = None,
+    *,
+    constraint: Callable[[Any], Any] | None = None,
+  ):
     if constraint is not None and not callable(constraint):
-      raise ValueError("`constraint` must be None or a callable. Received: "
-                       f"{constraint!r} (of type {type(constraint).__name__}).")
+      raise ValueError(
+        "`constraint` must be None or a callable. Received: "
+        f"{constraint!r} (of type {type(constraint).__name__})."
+      )
     if callable(initial_value):
       initial_value = initial_value()
     initial_value = _unwrap(initial_value)
-    if dtype is None and isinstance(initial_value, (float, int)) and not isinstance(
-        initial_value, bool):
+    if (
+      dtype is None
+      and isinstance(initial_value, (float, int))
+      and not isinstance(initial_value, bool)
+    ):
       dtype = jnp.float32 if isinstance(initial_value, float) else jnp.int32
     self._value = jnp.asarray(initial_value, dtype=dtype)
     number = next(_counter)
-    self._name = name if name is not None else (
-        "Variable" if number == 0 else f"Variable_{number}")
+    self._name = (
+      name
+      if name is not None
+      else ("Variable" if number == 0 else f"Variable_{number}")
+    )
     self._trainable = bool(trainable)
     self._constraint = constraint
 
@@ -129,8 +143,8 @@ class Variable:
     value = jnp.asarray(_unwrap(value))
     if value.shape != self._value.shape:
       raise ValueError(
-          f"Cannot assign a value of shape {value.shape} to variable "
-          f"'{self._name}' of shape {self._value.shape}."
+        f"Cannot assign a value of shape {value.shape} to variable "
+        f"'{self._name}' of shape {self._value.shape}."
       )
     self._value = value.astype(self._value.dtype)
     return self
@@ -188,8 +202,10 @@ class Variable:
     return self._value.T
 
   def __repr__(self) -> str:
-    return (f"<Variable '{self._name}' shape={self.shape} dtype={self.dtype}, "
-            f"numpy={np.asarray(self._value)!r}>")
+    return (
+      f"<Variable '{self._name}' shape={self.shape} dtype={self.dtype}, "
+      f"numpy={np.asarray(self._value)!r}>"
+    )
 
   # -- pytree -----------------------------------------------------------------
 
@@ -199,20 +215,31 @@ class Variable:
   @classmethod
   def tree_unflatten(cls, aux, children):
     out = object.__new__(cls)
-    out._value, = children
+    (out._value,) = children
     out._name, out._trainable, out._constraint = aux
     return out
 
 
 for _name, _op in {
-    "add": jnp.add, "sub": jnp.subtract, "mul": jnp.multiply,
-    "truediv": jnp.true_divide, "floordiv": jnp.floor_divide, "mod": jnp.mod,
-    "pow": jnp.power, "matmul": jnp.matmul, "and": jnp.bitwise_and,
-    "or": jnp.bitwise_or, "xor": jnp.bitwise_xor,
+  "add": jnp.add,
+  "sub": jnp.subtract,
+  "mul": jnp.multiply,
+  "truediv": jnp.true_divide,
+  "floordiv": jnp.floor_divide,
+  "mod": jnp.mod,
+  "pow": jnp.power,
+  "matmul": jnp.matmul,
+  "and": jnp.bitwise_and,
+  "or": jnp.bitwise_or,
+  "xor": jnp.bitwise_xor,
 }.items():
   setattr(Variable, f"__{_name}__", _binary(_op))
   setattr(Variable, f"__r{_name}__", _reflected(_op))
-for _name, _op in {"lt": jnp.less, "le": jnp.less_equal, "gt": jnp.greater,
-                   "ge": jnp.greater_equal}.items():
+for _name, _op in {
+  "lt": jnp.less,
+  "le": jnp.less_equal,
+  "gt": jnp.greater,
+  "ge": jnp.greater_equal,
+}.items():
   setattr(Variable, f"__{_name}__", _binary(_op))
 del _name, _op

@@ -70,8 +70,11 @@ def to_gradient(x, dtype="float32"):
   """A dense gradient, or `(values, indices, dense_shape)` for IndexedSlices."""
   if isinstance(x, tuple):
     values, indices, dense_shape = x
-    return oks.IndexedSlices(jnp.asarray(np.asarray(values, np.float64), dtype),
-                             jnp.asarray(indices, jnp.int32), dense_shape)
+    return oks.IndexedSlices(
+      jnp.asarray(np.asarray(values, np.float64), dtype),
+      jnp.asarray(indices, jnp.int32),
+      dense_shape,
+    )
   return jnp.asarray(np.asarray(x, np.float64), dtype)
 
 
@@ -95,7 +98,7 @@ def assert_trajectories(ours, ref, dtype="float32", exact=True, ulps=8):
       else:
         scale = max(float(np.max(np.abs(b))), 1.0) if b.size else 1.0
         np.testing.assert_allclose(
-            a, b, rtol=ulps * eps, atol=ulps * eps * scale, err_msg=msg
+          a, b, rtol=ulps * eps, atol=ulps * eps * scale, err_msg=msg
         )
 
 

@@ -30,11 +30,14 @@ def _meshes():
 
 def _model(mesh):
   rng = np.random.default_rng(0)
-  params = {"w": rng.normal(size=(8, 16)).astype(np.float32),
-            "b": rng.normal(size=(16,)).astype(np.float32)}
+  params = {
+    "w": rng.normal(size=(8, 16)).astype(np.float32),
+    "b": rng.normal(size=(16,)).astype(np.float32),
+  }
   specs = {"w": P("data", "model"), "b": P("model")}
-  sharded = {k: jax.device_put(v, NamedSharding(mesh, specs[k]))
-             for k, v in params.items()}
+  sharded = {
+    k: jax.device_put(v, NamedSharding(mesh, specs[k])) for k, v in params.items()
+  }
   return params, sharded
 
 
@@ -42,14 +45,18 @@ def check_state_follows_param_sharding():
   for mesh in _meshes():
     host, params = _model(mesh)
     tx = oks.sgd(0.1, momentum=0.9, clipnorm=1.0)
-    for source in (params, jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
-        params)):
+    for source in (
+      params,
+      jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), params
+      ),
+    ):
       state = tx.init(source)
       for k in params:
         assert oks.velocity(state)[k].sharding == params[k].sharding, k
-    step = jax.jit(lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(
-        *tx.update(g, s, p)))
+    step = jax.jit(
+      lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p))
+    )
     state = tx.init(params)
     p = params
     for _ in range(3):
@@ -93,15 +100,16 @@ def check_shard_map_sums_replica_gradients_once():
     w, state = put(w0, P()), jax.tree.map(lambda a: put(a, P()), tx.init(w0))
     for _ in range(4):
       w, state = step(w, state, put(x, P("data")), put(y, P("data")))
-    np.testing.assert_allclose(np.asarray(w), expected, rtol=2e-6, atol=1e-7,
-                               err_msg=f"check_vma={check_vma}")
+    np.testing.assert_allclose(
+      np.asarray(w), expected, rtol=2e-6, atol=1e-7, err_msg=f"check_vma={check_vma}"
+    )
 
 
 def check_shard_map_aggregates_before_clipping():
   x, y, w0 = _data()
   mesh = jax.make_mesh((8,), ("data",))
   config = dict(learning_rate=0.1, momentum=0.9, nesterov=True, clipnorm=0.01)
-  tx = oks.sgd(**config, axis_name="data")   # psum, then clip, then step
+  tx = oks.sgd(**config, axis_name="data")  # psum, then clip, then step
   step = multiprocess_worker.data_parallel_step(tx, mesh)
   put = lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))  # noqa: E731
   xs, ys = put(x, P("data")), put(y, P("data"))
@@ -118,16 +126,18 @@ def check_shard_map_aggregates_before_clipping():
 
   # Clipping saw the summed gradient: one step equals "sum, then clip", and
   # differs from "clip each replica's gradient, then sum".
-  w1, _ = step(put(w0, P()), jax.tree.map(lambda a: put(a, P()), tx.init(w0)),
-               xs, ys)
-  local = [jax.grad(_loss)(w0, x[4 * i:4 * i + 4],
-                           y[4 * i:4 * i + 4]) for i in range(8)]
+  w1, _ = step(put(w0, P()), jax.tree.map(lambda a: put(a, P()), tx.init(w0)), xs, ys)
+  local = [
+    jax.grad(_loss)(w0, x[4 * i : 4 * i + 4], y[4 * i : 4 * i + 4]) for i in range(8)
+  ]
   no_clip = oks.sgd(0.1, momentum=0.9, nesterov=True)
   clip = lambda g: oks.clip_by_norm(0.01).update(g, None)[0]  # noqa: E731
   sum_then_clip = optax.apply_updates(
-      w0, no_clip.update(clip(sum(local)), no_clip.init(w0))[0])
+    w0, no_clip.update(clip(sum(local)), no_clip.init(w0))[0]
+  )
   clip_then_sum = optax.apply_updates(
-      w0, no_clip.update(sum(clip(g) for g in local), no_clip.init(w0))[0])
+    w0, no_clip.update(sum(clip(g) for g in local), no_clip.init(w0))[0]
+  )
   np.testing.assert_allclose(np.asarray(w1), np.asarray(sum_then_clip), rtol=2e-6)
   assert not np.allclose(np.asarray(w1), np.asarray(clip_then_sum), rtol=1e-3)
 
@@ -136,18 +146,24 @@ def check_sparse_aggregation_concatenates_slices():
   mesh = jax.make_mesh((8,), ("data",))
   tx = oks.sgd(0.1, momentum=0.9, axis_name="data")
   table = jnp.ones((16, 2))
-  ids = jnp.arange(16) % 5                         # duplicates across replicas
+  ids = jnp.arange(16) % 5  # duplicates across replicas
 
   def local(table, state, ids):
     _, g = oks.embedding_gradient(lambda rows: rows.sum(), table, ids)
     u, state = tx.update(g, state, table)
     return oks.apply_updates(table, u), state
 
-  step = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), P("data")),
-                               out_specs=(P(), P())))
+  step = jax.jit(
+    jax.shard_map(
+      local, mesh=mesh, in_specs=(P(), P(), P("data")), out_specs=(P(), P())
+    )
+  )
   put = lambda a, spec: jax.device_put(a, NamedSharding(mesh, spec))  # noqa: E731
-  out, _ = step(put(table, P()), jax.tree.map(lambda a: put(a, P()), tx.init(table)),
-                put(ids, P("data")))
+  out, _ = step(
+    put(table, P()),
+    jax.tree.map(lambda a: put(a, P()), tx.init(table)),
+    put(ids, P("data")),
+  )
   counts = np.bincount(np.asarray(ids), minlength=16)
   np.testing.assert_allclose(np.asarray(out[:, 0]), 1 - 0.1 * counts, rtol=1e-6)
 
@@ -175,11 +191,13 @@ def check_facade_on_sharded_variables():
     np.testing.assert_allclose(w.numpy(), ref.numpy(), rtol=2e-6, atol=1e-7)
 
 
-CHECKS = [check_state_follows_param_sharding,
-          check_shard_map_sums_replica_gradients_once,
-          check_shard_map_aggregates_before_clipping,
-          check_sparse_aggregation_concatenates_slices,
-          check_facade_on_sharded_variables]
+CHECKS = [
+  check_state_follows_param_sharding,
+  check_shard_map_sums_replica_gradients_once,
+  check_shard_map_aggregates_before_clipping,
+  check_sparse_aggregation_concatenates_slices,
+  check_facade_on_sharded_variables,
+]
 
 if __name__ == "__main__":
   import multidevice_checks_names

@@ -47,17 +47,26 @@ def data_parallel_step(tx, mesh, check_vma: bool = True):
     u, state = tx.update(jax.grad(loss)(w, xb, yb), state, w)
     return optax.apply_updates(w, u), state
 
-  return jax.jit(jax.shard_map(local_step, mesh=mesh,
-                               in_specs=(P(), P(), P("data"), P("data")),
-                               out_specs=(P(), P()), check_vma=check_vma))
+  return jax.jit(
+    jax.shard_map(
+      local_step,
+      mesh=mesh,
+      in_specs=(P(), P(), P("data"), P("data")),
+      out_specs=(P(), P()),
+      check_vma=check_vma,
+    )
+  )
 
 
 def main(process_id: int, port: int, out: str) -> None:
   jax.config.update("jax_platforms", "cpu")
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
-                             num_processes=2, process_id=process_id,
-                             initialization_timeout=60)
+  jax.distributed.initialize(
+    coordinator_address=f"127.0.0.1:{port}",
+    num_processes=2,
+    process_id=process_id,
+    initialization_timeout=60,
+  )
   assert jax.process_count() == 2 and jax.device_count() == 2
   mesh = jax.make_mesh((2,), ("data",))
   x, y, w0 = data()

@@ -40,8 +40,18 @@ def clip_global_norm(gs, c):
   return [g * scale.astype(g.dtype) for g in gs]
 
 
-def run(params, grad_steps, *, learning_rate=0.01, momentum=0.0, nesterov=False,
-        clipvalue=None, clipnorm=None, global_clipnorm=None, decay=0.0):
+def run(
+  params,
+  grad_steps,
+  *,
+  learning_rate=0.01,
+  momentum=0.0,
+  nesterov=False,
+  clipvalue=None,
+  clipnorm=None,
+  global_clipnorm=None,
+  decay=0.0,
+):
   """Returns the params after each step. `learning_rate` may be a function of
   the (float) step."""
   ws = [np.array(p) for p in params]

@@ -19,12 +19,12 @@ tf_keras = optional("tf_keras")
 tf.config.set_visible_devices([], "GPU")
 
 TF_DTYPES = {
-    "float16": tf.float16,
-    "bfloat16": tf.bfloat16,
-    "float32": tf.float32,
-    "float64": tf.float64,
-    "complex64": tf.complex64,
-    "complex128": tf.complex128,
+  "float16": tf.float16,
+  "bfloat16": tf.bfloat16,
+  "float32": tf.float32,
+  "float64": tf.float64,
+  "complex64": tf.complex64,
+  "complex128": tf.complex128,
 }
 
 
@@ -43,9 +43,9 @@ def to_tf_grad(g, dtype):
   if isinstance(g, tuple):
     values, indices, dense_shape = g
     return tf.IndexedSlices(
-        tf.constant(_wide(values, dtype), dtype=tf_dtype(dtype)),
-        tf.constant(indices, dtype=tf.int64),
-        tf.constant(dense_shape, dtype=tf.int64),
+      tf.constant(_wide(values, dtype), dtype=tf_dtype(dtype)),
+      tf.constant(indices, dtype=tf.int64),
+      tf.constant(dense_shape, dtype=tf.int64),
     )
   if g is None:
     return None
@@ -61,8 +61,8 @@ def run(params, grad_steps, dtype="float32", graph=True, **sgd_kwargs):
   eagerly, the mode our eager calls match.
   """
   variables = [
-      tf.Variable(_wide(p, dtype), dtype=tf_dtype(dtype), name=f"w{i}")
-      for i, p in enumerate(params)
+    tf.Variable(_wide(p, dtype), dtype=tf_dtype(dtype), name=f"w{i}")
+    for i, p in enumerate(params)
   ]
   opt = tf_keras.optimizers.legacy.SGD(**sgd_kwargs)
   apply = opt.apply_gradients
@@ -90,9 +90,12 @@ def stepper(param, dtype="float32", **sgd_kwargs):
 
   def state():
     velocity = opt.get_slot(variable, "momentum") if opt.weights else None
-    return (np.asarray(_to_numpy(variable), np.float64),
-            np.zeros(variable.shape) if velocity is None
-            else np.asarray(_to_numpy(velocity), np.float64))
+    return (
+      np.asarray(_to_numpy(variable), np.float64),
+      np.zeros(variable.shape)
+      if velocity is None
+      else np.asarray(_to_numpy(velocity), np.float64),
+    )
 
   def step(gradient):
     before = state()

@@ -39,28 +39,33 @@ def test_seed_example_momentum():
 
 def test_spec_nesterov_numbers():
   history, _ = _minimize(
-      oks.sgd(learning_rate=0.1, momentum=0.9, nesterov=True), jnp.float32(1.0), 3
+    oks.sgd(learning_rate=0.1, momentum=0.9, nesterov=True), jnp.float32(1.0), 3
   )
   np.testing.assert_array_equal(
-      np.array(history[1:]), np.float32([0.81, 0.5751, 0.327321])
+    np.array(history[1:]), np.float32([0.81, 0.5751, 0.327321])
   )
 
 
 OPTIONS = {
-    "momentum": [0.0, 0.9],
-    "nesterov": [False, True],
-    "clipvalue": [None, 0.4],
-    "clip": [None, ("clipnorm", 0.8), ("global_clipnorm", 1.1)],
-    "decay": [0.0, 0.05],
+  "momentum": [0.0, 0.9],
+  "nesterov": [False, True],
+  "clipvalue": [None, 0.4],
+  "clip": [None, ("clipnorm", 0.8), ("global_clipnorm", 1.1)],
+  "decay": [0.0, 0.05],
 }
 
 
 def _configs():
   for momentum, nesterov, clipvalue, clip, decay in itertools.product(
-      *OPTIONS.values()
+    *OPTIONS.values()
   ):
-    config = dict(learning_rate=0.07, momentum=momentum, nesterov=nesterov,
-                  clipvalue=clipvalue, decay=decay)
+    config = dict(
+      learning_rate=0.07,
+      momentum=momentum,
+      nesterov=nesterov,
+      clipvalue=clipvalue,
+      decay=decay,
+    )
     if clip:
       config[clip[0]] = clip[1]
     yield config
@@ -83,14 +88,17 @@ def test_schedule_reads_step_before_update():
   schedule = lambda step: 0.1 * (step + 1)  # noqa: E731
   params, grads = [np.zeros(())], [[np.ones(())] for _ in range(4)]
   ours = run_sgd(params, grads, jit=False, learning_rate=schedule)
-  expected = numpy_rule.run([np.float32(0)], [[np.float32(1)]] * 4,
-                            learning_rate=schedule)
+  expected = numpy_rule.run(
+    [np.float32(0)], [[np.float32(1)]] * 4, learning_rate=schedule
+  )
   assert_trajectories(ours, expected)
 
 
 def test_works_on_nested_pytrees():
-  params = {"dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)},
-            "scale": jnp.float32(2.0)}
+  params = {
+    "dense": {"kernel": jnp.ones((2, 3)), "bias": jnp.zeros(3)},
+    "scale": jnp.float32(2.0),
+  }
   grads = jax.tree.map(jnp.ones_like, params)
   tx = oks.sgd(0.5, momentum=0.5)
   updates, state = tx.update(grads, tx.init(params), params)

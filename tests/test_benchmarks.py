@@ -23,8 +23,13 @@ def test_every_contender_steps_and_is_timed(variant):
   shapes = [(8,), (4, 4), (4, 4)]
   runs = {name: build(shapes, variant) for name, build in peers.PEERS.items()}
   runs = {name: r for name, r in runs.items() if r is not None}
-  assert {"fused kernel", "ours (sgd)", "ours (SGD facade)",
-          "ours (sgd, FlatParams)", "tf_keras legacy"} <= set(runs)
+  assert {
+    "fused kernel",
+    "ours (sgd)",
+    "ours (SGD facade)",
+    "ours (sgd, FlatParams)",
+    "tf_keras legacy",
+  } <= set(runs)
   times = run.interleaved_ms(runs, rounds=2, steps=2, warmup=1, pause=0)
   assert set(times) == set(runs)
   assert all(len(t) == 2 and all(ms > 0 for ms in t) for t in times.values())
@@ -38,7 +43,8 @@ def test_bytes_that_must_move():
 
 def test_peers_run_where_jax_runs_or_are_left_out(monkeypatch):
   fake_torch = types.SimpleNamespace(
-      cuda=types.SimpleNamespace(is_available=lambda: False))
+    cuda=types.SimpleNamespace(is_available=lambda: False)
+  )
   monkeypatch.setitem(sys.modules, "torch", fake_torch)
   assert peers.accelerator() is None
   assert peers.torch_device() == "cpu"

@@ -30,8 +30,7 @@ def _gradients(seed, steps):
   order: dense/kernel, dense/bias, head/kernel, head/bias."""
   rng = np.random.default_rng(seed)
   shapes = [(3, 4), (4,), (4, 2), (2,)]
-  return [[rng.normal(size=s).astype(np.float32) for s in shapes]
-          for _ in range(steps)]
+  return [[rng.normal(size=s).astype(np.float32) for s in shapes] for _ in range(steps)]
 
 
 def _model(config=CONFIG, loss_scale=False):
@@ -50,16 +49,20 @@ def _model(config=CONFIG, loss_scale=False):
 
 def _train(model, gradients):
   """tf_keras steps inside tf.function, as model.fit runs them."""
-  step = tf.function(lambda grads: model.optimizer.apply_gradients(
-      zip(grads, model.trainable_weights)) and None)
+  step = tf.function(
+    lambda grads: (
+      model.optimizer.apply_gradients(zip(grads, model.trainable_weights)) and None
+    )
+  )
   for grads in gradients:
     step([tf.constant(g) for g in grads])
 
 
 def _continue(params, tx, opt_state, gradients):
   """Our jitted steps with the same gradients (a dict tree like params)."""
-  step = jax.jit(lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(
-      *tx.update(g, s, p)))
+  step = jax.jit(
+    lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p))
+  )
   for dk, db, hk, hb in gradients:
     grads = {"dense": {"bias": db, "kernel": dk}, "head": {"bias": hb, "kernel": hk}}
     params, opt_state = step(params, grads, opt_state)
@@ -70,8 +73,10 @@ def _by_path(model):
   """tf_keras's variables and momentum slots by Keras path."""
   opt = getattr(model.optimizer, "inner_optimizer", model.optimizer)
   variables = {v.name.split(":")[0]: v.numpy() for v in model.trainable_weights}
-  slots = {v.name.split(":")[0]: opt.get_slot(v, "momentum").numpy()
-           for v in model.trainable_weights}
+  slots = {
+    v.name.split(":")[0]: opt.get_slot(v, "momentum").numpy()
+    for v in model.trainable_weights
+  }
   return variables, slots, int(opt.iterations.numpy())
 
 
@@ -80,22 +85,24 @@ def files(tmp_path_factory):
   root = tmp_path_factory.mktemp("keras")
   model = _model()
   model.save(root / "model.h5")
-  tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(
-      str(root / "ckpt"))
+  tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(str(root / "ckpt"))
   model.save_weights(str(root / "weights" / "w"))
   model.save(str(root / "saved"), save_format="tf")  # a SavedModel directory
   # `save` (not `write`) numbers the prefix and keeps a save counter.
   tf.train.Checkpoint(model=model, optimizer=model.optimizer).save(
-      str(root / "numbered" / "ckpt"))
+    str(root / "numbered" / "ckpt")
+  )
   scaled = _model(loss_scale=True)
   tf.train.Checkpoint(model=scaled, optimizer=scaled.optimizer).write(
-      str(root / "scaled"))
+    str(root / "scaled")
+  )
   scaled.save(root / "scaled.h5")
   return root, model, scaled
 
 
-@pytest.mark.parametrize("name", ["model.h5", "ckpt", "weights", "saved", "numbered",
-                                  "scaled", "scaled.h5"])
+@pytest.mark.parametrize(
+  "name", ["model.h5", "ckpt", "weights", "saved", "numbered", "scaled", "scaled.h5"]
+)
 def test_read_matches_the_live_optimizer_bitwise(files, name):
   root, model, scaled = files
   state = checkpoints.read(root / name)
@@ -123,15 +130,17 @@ def test_read_needs_no_tensorflow(files):
   root, model, _ = files
   variables, slots, _ = _by_path(model)
   code = (
-      "import sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None\n"
-      "import numpy as np\n"
-      "from optax_keras_sgd import checkpoints\n"
-      f"for name in ['model.h5', 'ckpt']:\n"
-      f"  s = checkpoints.read({str(root)!r} + '/' + name)\n"
-      "  print(name, s.iterations, float(sum(np.sum(v.astype(np.float64)) "
-      "for v in s.momentum.values())))\n")
-  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       check=True).stdout.split()
+    "import sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None\n"
+    "import numpy as np\n"
+    "from optax_keras_sgd import checkpoints\n"
+    f"for name in ['model.h5', 'ckpt']:\n"
+    f"  s = checkpoints.read({str(root)!r} + '/' + name)\n"
+    "  print(name, s.iterations, float(sum(np.sum(v.astype(np.float64)) "
+    "for v in s.momentum.values())))\n"
+  )
+  out = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, check=True
+  ).stdout.split()
   total = float(sum(np.sum(v.astype(np.float64)) for v in slots.values()))
   assert out == ["model.h5", str(STEPS), repr(total), "ckpt", str(STEPS), repr(total)]
 
@@ -161,8 +170,10 @@ def test_continue_in_jax_equals_continuing_in_keras(files, name):
 def test_facade_from_a_file_continues_like_keras(files):
   root, _, _ = files
   state = checkpoints.read(root / "model.h5")
-  variables = [oks.Variable(state.variables[p], name=p)
-               for p in ("dense/kernel", "dense/bias", "head/kernel", "head/bias")]
+  variables = [
+    oks.Variable(state.variables[p], name=p)
+    for p in ("dense/kernel", "dense/bias", "head/kernel", "head/bias")
+  ]
   opt = checkpoints.to_sgd(state, variables)
   assert int(opt.iterations) == STEPS
   more = _gradients(2, 3)
@@ -191,7 +202,8 @@ def test_written_files_load_in_keras_and_continue_bitwise(files, tmp_path, how):
     # (the template was written with `write`, which keeps no save counter;
     # the values compared below show what was restored)
     tf.train.Checkpoint(model=loaded, optimizer=loaded.optimizer).restore(
-        str(tmp_path / "out")).assert_nontrivial_match()
+      str(tmp_path / "out")
+    ).assert_nontrivial_match()
   variables, slots, iterations = _by_path(loaded)
   assert iterations == STEPS + 2
   velocity = oks.velocity(opt_state)
@@ -220,14 +232,14 @@ def test_handing_our_state_to_a_live_keras_optimizer(files):
   checkpoints.build_keras_slots(opt, fresh.trainable_weights)
   for v, value in zip(fresh.trainable_weights, before):  # left as they were
     np.testing.assert_array_equal(v.numpy(), value)
-  opt.set_weights(checkpoints.keras_weights(params, opt_state,
-                                            fresh.trainable_weights))
+  opt.set_weights(checkpoints.keras_weights(params, opt_state, fresh.trainable_weights))
   assert opt.get_weights()[0] == STEPS + 1
   velocity = oks.velocity(opt_state)
   for v in fresh.trainable_weights:
     layer, var = v.name.split(":")[0].split("/")
-    np.testing.assert_array_equal(opt.get_slot(v, "momentum").numpy(),
-                                  np.asarray(velocity[layer][var]))
+    np.testing.assert_array_equal(
+      opt.get_slot(v, "momentum").numpy(), np.asarray(velocity[layer][var])
+    )
 
 
 def test_renamed_layers_need_names_and_errors_list_both_sides(files):
@@ -235,14 +247,18 @@ def test_renamed_layers_need_names_and_errors_list_both_sides(files):
   state = checkpoints.read(root / "model.h5")
   params = state.params()
   renamed = {"encoder": params["dense"], "head": params["head"]}
-  with pytest.raises(ValueError, match=r"Parameters with no Keras variable: "
-                     r"\['encoder/bias', 'encoder/kernel'\]; Keras variables with "
-                     r"no parameter: \['dense/bias', 'dense/kernel'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"Parameters with no Keras variable: "
+    r"\['encoder/bias', 'encoder/kernel'\]; Keras variables with "
+    r"no parameter: \['dense/bias', 'dense/kernel'\]",
+  ):
     checkpoints.to_optax(state, renamed)
   names = {"dense/kernel": "encoder/kernel", "dense/bias": "encoder/bias"}
   _, opt_state = checkpoints.to_optax(state, renamed, names=names)
-  np.testing.assert_array_equal(oks.velocity(opt_state)["encoder"]["kernel"],
-                                state.momentum["dense/kernel"])
+  np.testing.assert_array_equal(
+    oks.velocity(opt_state)["encoder"]["kernel"], state.momentum["dense/kernel"]
+  )
 
 
 def test_a_corrupted_tensor_names_the_file_and_key(files, tmp_path):
@@ -256,8 +272,10 @@ def test_a_corrupted_tensor_names_the_file_and_key(files, tmp_path):
   entry = bundle._entry(key)
   raw[entry.offset] ^= 0xFF
   data.write_bytes(bytes(raw))
-  with pytest.raises(checkpoints.CheckpointError,
-                     match=f"ckpt.data-00000-of-00001: checksum mismatch for '{key}'"):
+  with pytest.raises(
+    checkpoints.CheckpointError,
+    match=f"ckpt.data-00000-of-00001: checksum mismatch for '{key}'",
+  ):
     checkpoints.read(tmp_path / "ckpt")
 
 
@@ -298,17 +316,22 @@ def test_writing_refuses_wrong_shapes_and_leaves_nothing(files, tmp_path):
   params = state.params()
   params["head"]["bias"] = np.zeros(3, np.float32)
   opt_state = tx.init(params)
-  with pytest.raises(ValueError, match=r"'model_weights/head/head/bias:0' has shape "
-                     r"\(2,\); the value to write has shape \(3,\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"'model_weights/head/head/bias:0' has shape "
+    r"\(2,\); the value to write has shape \(3,\)",
+  ):
     checkpoints.write_h5(tmp_path / "out.h5", root / "model.h5", params, opt_state)
   assert not os.listdir(tmp_path)
 
 
 def test_written_bundle_is_read_by_tensorflow_itself(tmp_path):
   """Our table and bundle writer against TensorFlow's own reader."""
-  tensors = {"a": np.arange(6, dtype=np.float32).reshape(2, 3),
-             "b/c": np.array(7, np.int64),
-             "d": np.array([1.5, -2.0], dtype=np.float16)}
+  tensors = {
+    "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+    "b/c": np.array(7, np.int64),
+    "d": np.array([1.5, -2.0], dtype=np.float16),
+  }
   checkpoints._bundle.write_bundle(str(tmp_path / "x"), tensors)
   reader = tf.train.load_checkpoint(str(tmp_path / "x"))
   for key, value in tensors.items():
@@ -319,5 +342,10 @@ def test_written_bundle_is_read_by_tensorflow_itself(tmp_path):
 
 def test_readme_migration_names_are_public():
   assert pathlib.Path(checkpoints.__file__).exists()
-  assert set(checkpoints.__all__) >= {"read", "to_optax", "to_sgd", "write_h5",
-                                      "write_checkpoint"}
+  assert set(checkpoints.__all__) >= {
+    "read",
+    "to_optax",
+    "to_sgd",
+    "write_h5",
+    "write_checkpoint",
+  }

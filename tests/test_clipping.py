@@ -29,8 +29,11 @@ def test_clip_by_norm_is_per_tensor_l2():
 def test_clip_by_norm_of_zero_is_zero():
   out = _apply(oks.clip_by_norm(1.0), jnp.zeros(3))
   np.testing.assert_array_equal(out, np.zeros(3))
-  assert np.all(np.isfinite(jax.grad(lambda g: _apply(oks.clip_by_norm(1.0), g).sum())(
-      jnp.zeros(3))))
+  assert np.all(
+    np.isfinite(
+      jax.grad(lambda g: _apply(oks.clip_by_norm(1.0), g).sum())(jnp.zeros(3))
+    )
+  )
 
 
 def test_clip_by_norm_with_inf_gives_nan_there_and_zero_elsewhere():

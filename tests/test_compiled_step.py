@@ -31,12 +31,13 @@ N = 1 << 20
 SIZES = (N, N, 3 * N // 2)  # shapes shared and not, as in real models
 
 _INSTRUCTION = re.compile(
-    r"^\s*(?:ROOT )?%(\S+) = (\w+)\[([\d,]*)\]\S* (\S+?)\((.*?)\)")
+  r"^\s*(?:ROOT )?%(\S+) = (\w+)\[([\d,]*)\]\S* (\S+?)\((.*?)\)"
+)
 
 
 def _entry_text(compiled) -> str:
   text = compiled.as_text()
-  return text[text.index("\nENTRY"):]
+  return text[text.index("\nENTRY") :]
 
 
 def _entry(compiled) -> list[tuple[str, int, str, list[str]]]:
@@ -50,14 +51,14 @@ def _entry(compiled) -> list[tuple[str, int, str, list[str]]]:
       elements = 1
       for d in filter(None, dims.split(",")):
         elements *= int(d)
-      out.append((name, elements, opcode, re.findall(r"%(\S+?)(?:[,)]|$)",
-                                                      operands + ")")))
+      out.append(
+        (name, elements, opcode, re.findall(r"%(\S+?)(?:[,)]|$)", operands + ")"))
+      )
   return out
 
 
 def _root_operands(compiled) -> set[str]:
-  root = next(line for line in _entry_text(compiled).splitlines()
-              if "ROOT" in line)
+  root = next(line for line in _entry_text(compiled).splitlines() if "ROOT" in line)
   operands = re.findall(r"%([\w.\-]+)", root.split("tuple(", 1)[-1])
   return set(operands)
 
@@ -69,8 +70,10 @@ def _compile(step, args):
 def _traffic(compiled, num_params):
   """Full-size kernels, temporaries, and kernels reading each gradient."""
   instructions = _entry(compiled)
-  index = {m.group(1): int(m.group(2)) for m in re.finditer(
-      r"%(\S+) = \S+ parameter\((\d+)\)", _entry_text(compiled))}
+  index = {
+    m.group(1): int(m.group(2))
+    for m in re.finditer(r"%(\S+) = \S+ parameter\((\d+)\)", _entry_text(compiled))
+  }
   aliases = {}  # bitcasts and get-tuple-elements are views, not passes
   kernels, reads = [], {i: 0 for i in range(num_params, 2 * num_params)}
   for name, elements, opcode, operands in instructions:
@@ -106,67 +109,79 @@ def _ours(**config):
 
 def _by_hand(momentum, nesterov=False):
   """The update written directly, for comparison (no clipping)."""
+
   def step(params, grads, velocity):
     if not momentum:
       return [p - 0.01 * g for p, g in zip(params, grads)], velocity
     velocity = [momentum * v - 0.01 * g for v, g in zip(velocity, grads)]
     if nesterov:
-      return [p + momentum * v - 0.01 * g
-              for p, v, g in zip(params, velocity, grads)], velocity
+      return [
+        p + momentum * v - 0.01 * g for p, v, g in zip(params, velocity, grads)
+      ], velocity
     return [p + v for p, v in zip(params, velocity)], velocity
 
   return step, (_tree(0.0), _tree(0.01), _tree(0.0) if momentum else [])
 
 
 CONFIGS = {
-    "plain": dict(),
-    "momentum": dict(momentum=0.9),
-    "nesterov": dict(momentum=0.9, nesterov=True),
-    "clipvalue+decay": dict(momentum=0.9, clipvalue=0.5, decay=0.01),
-    "clipvalue+clipnorm": dict(momentum=0.9, clipvalue=0.5, clipnorm=1.0),
-    "nesterov+clipnorm": dict(momentum=0.9, nesterov=True, clipnorm=1.0),
-    "clipnorm": dict(momentum=0.9, clipnorm=1.0),
-    "global_clipnorm": dict(momentum=0.9, global_clipnorm=1.0),
-    "nesterov+clipvalue+clipnorm+decay": dict(
-        momentum=0.9, nesterov=True, clipvalue=0.5, clipnorm=1.0, decay=0.01),
+  "plain": dict(),
+  "momentum": dict(momentum=0.9),
+  "nesterov": dict(momentum=0.9, nesterov=True),
+  "clipvalue+decay": dict(momentum=0.9, clipvalue=0.5, decay=0.01),
+  "clipvalue+clipnorm": dict(momentum=0.9, clipvalue=0.5, clipnorm=1.0),
+  "nesterov+clipnorm": dict(momentum=0.9, nesterov=True, clipnorm=1.0),
+  "clipnorm": dict(momentum=0.9, clipnorm=1.0),
+  "global_clipnorm": dict(momentum=0.9, global_clipnorm=1.0),
+  "nesterov+clipvalue+clipnorm+decay": dict(
+    momentum=0.9, nesterov=True, clipvalue=0.5, clipnorm=1.0, decay=0.01
+  ),
 }
 
 
 # Measured: XLA:CPU in jaxlib 0.7.1 to 0.10.1 hands a norm's reduction to a
 # library call that stores the gradient it reduces; 0.10.2 fuses it.
 _FUSES_NORMS = jax.default_backend() != "cpu" or tuple(
-    int(x) for x in jax.lib.__version__.split(".")[:3]) >= (0, 10, 2)
+  int(x) for x in jax.lib.__version__.split(".")[:3]
+) >= (0, 10, 2)
 
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_no_full_size_temporaries_and_no_extra_gradient_reads(name):
   if "norm" in name and not _FUSES_NORMS:
-    pytest.skip(f"XLA:CPU in jaxlib {jax.lib.__version__} stores the gradient "
-                "a norm reduces (fused from 0.10.2 on)")
+    pytest.skip(
+      f"XLA:CPU in jaxlib {jax.lib.__version__} stores the gradient "
+      "a norm reduces (fused from 0.10.2 on)"
+    )
   config = CONFIGS[name]
   kernels, temporaries, reads = _traffic(_compile(*_ours(**config)), len(SIZES))
   assert kernels, "no full-size kernel found: the parser is out of date"
   # The one exception: XLA:CPU hands the norm's reduction to a library
   # kernel (YNNPACK) that cannot take a clamp inside it, so with `clipvalue`
   # and norm clipping together the clamped gradient is stored once.
-  clamped = "clipvalue" in config and ("clipnorm" in config
-                                       or "global_clipnorm" in config)
+  clamped = "clipvalue" in config and (
+    "clipnorm" in config or "global_clipnorm" in config
+  )
   allowed = len(SIZES) if clamped and jax.default_backend() == "cpu" else 0
   assert len(temporaries) <= allowed, f"{name}: materialized {temporaries}"
   # As many reads as the update written by hand (Nesterov's update reads g
   # again where the backend cannot fuse both outputs into one loop), plus
   # one for the norm's reduction when clipping by norm.
-  _, _, by_hand = _traffic(_compile(*_by_hand(
-      config.get("momentum", 0.0), config.get("nesterov", False))), len(SIZES))
+  _, _, by_hand = _traffic(
+    _compile(*_by_hand(config.get("momentum", 0.0), config.get("nesterov", False))),
+    len(SIZES),
+  )
   norm_clipping = "clipnorm" in config or "global_clipnorm" in config
   expected = [r + norm_clipping for r in by_hand]
   assert reads == expected, f"{name}: gradient reads {reads}, expected {expected}"
 
 
-@pytest.mark.parametrize("name, momentum, nesterov", [
-    ("plain", 0.0, False), ("momentum", 0.9, False), ("nesterov", 0.9, True)])
+@pytest.mark.parametrize(
+  "name, momentum, nesterov",
+  [("plain", 0.0, False), ("momentum", 0.9, False), ("nesterov", 0.9, True)],
+)
 def test_as_many_full_size_kernels_as_the_update_written_by_hand(
-    name, momentum, nesterov):
+  name, momentum, nesterov
+):
   ours, _, _ = _traffic(_compile(*_ours(**CONFIGS[name])), len(SIZES))
   by_hand, _, _ = _traffic(_compile(*_by_hand(momentum, nesterov)), len(SIZES))
   assert len(ours) == len(by_hand), (ours, by_hand)
@@ -175,11 +190,13 @@ def test_as_many_full_size_kernels_as_the_update_written_by_hand(
 def test_the_traffic_check_sees_a_materialized_temporary():
   """The checker itself: a step that stores a full-size intermediate it does
   not return (a sort cannot fuse into its consumer) is reported."""
+
   def step(params, grads, velocity):
     return [p - 0.01 * jnp.sort(g) for p, g in zip(params, grads)], velocity
 
   _, temporaries, reads = _traffic(
-      _compile(step, (_tree(0.0), _tree(0.01), [])), len(SIZES))
+    _compile(step, (_tree(0.0), _tree(0.01), [])), len(SIZES)
+  )
   assert len(temporaries) == len(SIZES)
   assert reads == [1] * len(SIZES)
 
@@ -198,10 +215,14 @@ def _largest_computation(compiled) -> int:
   return max(sizes)
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: oks.sgd(0.1, momentum=0.9, global_clipnorm=1.0),
     lambda: oks.skip_non_finite(oks.sgd(0.1, momentum=0.9)),
-], ids=["global_clipnorm", "skip_non_finite"])
+  ],
+  ids=["global_clipnorm", "skip_non_finite"],
+)
 def test_per_tensor_scalars_do_not_grow_one_fusion_with_the_tensor_count(make):
   # Left to itself, XLA chains the per-tensor norms (or finiteness flags) into
   # one fusion with an instruction per tensor, which its fusion pass builds
@@ -216,6 +237,7 @@ def test_per_tensor_scalars_do_not_grow_one_fusion_with_the_tensor_count(make):
       return optax.apply_updates(p, u), s
 
     return _largest_computation(
-        jax.jit(step).lower(params, params, tx.init(params)).compile())
+      jax.jit(step).lower(params, params, tx.init(params)).compile()
+    )
 
   assert largest(100) == largest(50)

@@ -30,21 +30,28 @@ def _train(tf_opt, our_opt, steps=6):
 
 
 TF_CONFIGS = {
-    "plain": lambda: keras_sgd(0.1),
-    "momentum_clipvalue": lambda: keras_sgd(0.05, momentum=0.9, nesterov=True,
-                                            clipvalue=0.5, decay=0.01),
-    "schedule": lambda: keras_sgd(TFS.ExponentialDecay(0.1, 3, 0.5), momentum=0.9),
-    "piecewise": lambda: keras_sgd(TFS.PiecewiseConstantDecay([2], [0.5, 0.05]),
-                                   momentum=0.8),
-    "lr_alias": None,
+  "plain": lambda: keras_sgd(0.1),
+  "momentum_clipvalue": lambda: keras_sgd(
+    0.05, momentum=0.9, nesterov=True, clipvalue=0.5, decay=0.01
+  ),
+  "schedule": lambda: keras_sgd(TFS.ExponentialDecay(0.1, 3, 0.5), momentum=0.9),
+  "piecewise": lambda: keras_sgd(
+    TFS.PiecewiseConstantDecay([2], [0.5, 0.05]), momentum=0.8
+  ),
+  "lr_alias": None,
 }
 
 
 @pytest.mark.parametrize("name", sorted(TF_CONFIGS))
 def test_reference_config_loads_and_trains_the_same(name):
   if name == "lr_alias":
-    config = {"name": "SGD", "lr": 0.2, "decay": 0.0, "momentum": 0.5,
-              "nesterov": False}
+    config = {
+      "name": "SGD",
+      "lr": 0.2,
+      "decay": 0.0,
+      "momentum": 0.5,
+      "nesterov": False,
+    }
     tf_opt = keras_sgd.from_config(dict(config))
   else:
     tf_opt = TF_CONFIGS[name]()
@@ -54,13 +61,24 @@ def test_reference_config_loads_and_trains_the_same(name):
   np.testing.assert_allclose(b, a, rtol=2e-7, atol=1e-7)
 
 
-@pytest.mark.parametrize("make", [
+@pytest.mark.parametrize(
+  "make",
+  [
     lambda: SGD(0.1, momentum=0.9, clipnorm=1.0),
-    lambda: SGD(schedules.CosineDecay(0.1, 10, alpha=0.1), momentum=0.9,
-                nesterov=True, decay=0.001),
-    lambda: SGD(schedules.PiecewiseConstantDecay([1], [1.0, 0.1]), momentum=0.9,
-                global_clipnorm=2.0),
-], ids=["clipnorm", "cosine", "piecewise"])
+    lambda: SGD(
+      schedules.CosineDecay(0.1, 10, alpha=0.1),
+      momentum=0.9,
+      nesterov=True,
+      decay=0.001,
+    ),
+    lambda: SGD(
+      schedules.PiecewiseConstantDecay([1], [1.0, 0.1]),
+      momentum=0.9,
+      global_clipnorm=2.0,
+    ),
+  ],
+  ids=["clipnorm", "cosine", "piecewise"],
+)
 def test_our_config_loads_in_reference_and_trains_the_same(make):
   ours = make()
   config = json.loads(json.dumps(ours.get_config()))

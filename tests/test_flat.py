@@ -11,16 +11,20 @@ from helpers import assert_trajectories
 
 import optax_keras_sgd as oks
 
-CONFIGS = [dict(learning_rate=0.1, momentum=0.9, nesterov=True),
-           dict(learning_rate=0.1, momentum=0.9, clipnorm=0.5),
-           dict(learning_rate=0.1, global_clipnorm=0.5, clipvalue=0.3, decay=0.01)]
+CONFIGS = [
+  dict(learning_rate=0.1, momentum=0.9, nesterov=True),
+  dict(learning_rate=0.1, momentum=0.9, clipnorm=0.5),
+  dict(learning_rate=0.1, global_clipnorm=0.5, clipvalue=0.3, decay=0.01),
+]
 
 
 def _tree(rng):
-  return {"a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
-          "b": [jnp.asarray(rng.normal(size=(5,)), jnp.float32) for _ in range(4)],
-          "c": jnp.asarray(rng.normal(size=()), jnp.float32),
-          "h": jnp.asarray(rng.normal(size=(6,)), jnp.float16)}
+  return {
+    "a": jnp.asarray(rng.normal(size=(3, 4)), jnp.float32),
+    "b": [jnp.asarray(rng.normal(size=(5,)), jnp.float32) for _ in range(4)],
+    "c": jnp.asarray(rng.normal(size=()), jnp.float32),
+    "h": jnp.asarray(rng.normal(size=(6,)), jnp.float16),
+  }
 
 
 def _loss(params, x):
@@ -38,8 +42,11 @@ def test_flat_training_matches_tree_training(config):
 
   def run(p, loss):
     state = tx.init(p)
-    step = jax.jit(lambda p, s, x: (lambda u, s: (optax.apply_updates(p, u), s))(
-        *tx.update(jax.grad(loss)(p, x), s, p)))
+    step = jax.jit(
+      lambda p, s, x: (lambda u, s: (optax.apply_updates(p, u), s))(
+        *tx.update(jax.grad(loss)(p, x), s, p)
+      )
+    )
     for x in xs:
       p, state = step(p, state, x)
     return p, state
@@ -56,8 +63,12 @@ def test_flat_training_matches_tree_training(config):
   exact = "clipnorm" not in config and "global_clipnorm" not in config
   for a, b in zip(jax.tree.leaves(flat.unflatten()), jax.tree.leaves(tree)):
     assert a.dtype == b.dtype
-    assert_trajectories([[np.asarray(a, np.float64)]], [[np.asarray(b, np.float64)]],
-                        dtype=a.dtype, exact=exact)
+    assert_trajectories(
+      [[np.asarray(a, np.float64)]],
+      [[np.asarray(b, np.float64)]],
+      dtype=a.dtype,
+      exact=exact,
+    )
 
 
 def test_flatten_roundtrip_and_errors():
@@ -65,8 +76,9 @@ def test_flatten_roundtrip_and_errors():
   flat = oks.flatten(params)
   back = flat.unflatten()
   for k in params:
-    np.testing.assert_array_equal(np.asarray(back[k], np.float32),
-                                  np.asarray(params[k], np.float32))
+    np.testing.assert_array_equal(
+      np.asarray(back[k], np.float32), np.asarray(params[k], np.float32)
+    )
     assert back[k].dtype == params[k].dtype
   with pytest.raises(ValueError, match="no arrays"):
     oks.flatten({})

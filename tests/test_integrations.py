@@ -62,7 +62,8 @@ def test_flax_nnx_optimizer():
 
   graphdef, _ = nnx.split(model)
   expected, _ = _direct(
-      start, lambda p: jnp.mean((nnx.merge(graphdef, p)(X) - Y) ** 2), tx, 5)
+    start, lambda p: jnp.mean((nnx.merge(graphdef, p)(X) - Y) ** 2), tx, 5
+  )
   _assert_same(nnx.state(model, nnx.Param), expected)
 
 
@@ -70,8 +71,7 @@ def test_flax_train_state():
   module_params = {"w": jnp.ones((3, 2)), "b": jnp.zeros(2)}
   apply_fn = lambda p, x: x @ p["w"] + p["b"]  # noqa: E731
   tx = oks.sgd(oks.schedules.ExponentialDecay(0.1, 2, 0.5), momentum=0.9)
-  state = train_state.TrainState.create(apply_fn=apply_fn, params=module_params,
-                                        tx=tx)
+  state = train_state.TrainState.create(apply_fn=apply_fn, params=module_params, tx=tx)
   loss = lambda p: jnp.mean((apply_fn(p, X) - Y) ** 2)  # noqa: E731
   step = jax.jit(lambda s: s.apply_gradients(grads=jax.grad(loss)(s.params)))
   for _ in range(4):
@@ -96,8 +96,8 @@ def test_equinox_filtered_model():
   for _ in range(5):
     model, opt_state = step(model, opt_state)
   expected, _ = _direct(
-      params, lambda p: jnp.mean((jax.vmap(eqx.combine(p, static))(X) - Y) ** 2),
-      tx, 5)
+    params, lambda p: jnp.mean((jax.vmap(eqx.combine(p, static))(X) - Y) ** 2), tx, 5
+  )
   _assert_same(eqx.filter(model, eqx.is_inexact_array), expected)
 
 
@@ -133,11 +133,13 @@ def test_orbax_resumes_the_facade_bit_identically(tmp_path):
   opt = oks.SGD(0.1, momentum=0.9)
   run(opt, w, 4)
   checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(tmp_path / "facade", {"w": w.value(),
-                                          "optimizer": opt.get_weights()})
+  checkpointer.save(
+    tmp_path / "facade", {"w": w.value(), "optimizer": opt.get_weights()}
+  )
   checkpointer.wait_until_finished()
   restored = checkpointer.restore(
-      tmp_path / "facade", {"w": w.value(), "optimizer": opt.get_weights()})
+    tmp_path / "facade", {"w": w.value(), "optimizer": opt.get_weights()}
+  )
 
   w2 = oks.Variable(restored["w"], name="w")
   opt2 = oks.SGD(0.1, momentum=0.9)

@@ -12,8 +12,9 @@ import optax_keras_sgd as oks
 def test_plain_zero_momentum_is_identity_without_state():
   tx = oks.keras_momentum(0.0)
   assert tx.init(jnp.ones(2)) == optax.EmptyState()
-  np.testing.assert_array_equal(tx.update(jnp.ones(2), optax.EmptyState())[0],
-                                np.ones(2))
+  np.testing.assert_array_equal(
+    tx.update(jnp.ones(2), optax.EmptyState())[0], np.ones(2)
+  )
 
 
 def test_velocity_accumulates_scaled_updates():

@@ -35,8 +35,12 @@ def _env(devices: int | None = None) -> dict[str, str]:
 @pytest.mark.parametrize("check", multidevice_checks_names.CHECKS)
 def test_eight_simulated_devices(check):
   result = subprocess.run(
-      [sys.executable, str(HERE / "multidevice_checks.py"), check],
-      env=_env(8), capture_output=True, text=True, timeout=300)
+    [sys.executable, str(HERE / "multidevice_checks.py"), check],
+    env=_env(8),
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert result.returncode == 0, result.stderr[-4000:]
   assert f"PASSED {check}" in result.stdout
 
@@ -50,10 +54,22 @@ def _free_port() -> int:
 def test_two_processes_with_jax_distributed_match_one_process(tmp_path):
   out = tmp_path / "w.npy"
   port = _free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, str(HERE / "multiprocess_worker.py"), str(i), str(port),
-       str(out)], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-      text=True) for i in range(2)]
+  procs = [
+    subprocess.Popen(
+      [
+        sys.executable,
+        str(HERE / "multiprocess_worker.py"),
+        str(i),
+        str(port),
+        str(out),
+      ],
+      env=_env(),
+      stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT,
+      text=True,
+    )
+    for i in range(2)
+  ]
   try:
     logs = [p.communicate(timeout=180)[0] for p in procs]
   finally:

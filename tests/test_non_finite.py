@@ -15,8 +15,9 @@ from optax_keras_sgd import SGD, Variable
 def test_default_propagates_nan_like_keras():
   tx = oks.sgd(0.1, momentum=0.9, global_clipnorm=1.0)
   params = [jnp.ones(2), jnp.ones(3)]
-  updates, _ = tx.update([jnp.array([1.0, jnp.inf]), jnp.ones(3)], tx.init(params),
-                         params)
+  updates, _ = tx.update(
+    [jnp.array([1.0, jnp.inf]), jnp.ones(3)], tx.init(params), params
+  )
   assert all(np.all(np.isnan(u)) for u in updates)
 
 
@@ -25,8 +26,9 @@ def test_functional_skip_leaves_everything_bitwise_unchanged(bad):
   tx = oks.skip_non_finite(oks.sgd(0.1, momentum=0.9, nesterov=True))
   params = {"a": jnp.array([1.0, -0.0, 0.0]), "b": jnp.array(2.0)}
   state = tx.init(params)
-  step = jax.jit(lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(
-      *tx.update(g, s, p)))
+  step = jax.jit(
+    lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p))
+  )
   good = {"a": jnp.ones(3), "b": jnp.array(1.0)}
   params, state = step(params, good, state)
   before_params, before_state = params, state
@@ -36,8 +38,9 @@ def test_functional_skip_leaves_everything_bitwise_unchanged(bad):
     np.testing.assert_array_equal(a, b)
     assert np.array_equal(np.signbit(a), np.signbit(b))
   assert int(oks.iterations(state)) == 1
-  np.testing.assert_array_equal(oks.velocity(state)["a"],
-                                oks.velocity(before_state)["a"])
+  np.testing.assert_array_equal(
+    oks.velocity(state)["a"], oks.velocity(before_state)["a"]
+  )
   assert int(oks.skipped_steps(state)) == 1
   params, state = step(params, good, state)
   assert int(oks.iterations(state)) == 2 and int(oks.skipped_steps(state)) == 1
@@ -48,8 +51,10 @@ def test_skip_matches_a_run_without_the_bad_step():
   grads = [jnp.asarray(rng.normal(size=4), jnp.float32) for _ in range(6)]
   with_bad = grads[:3] + [jnp.full(4, jnp.nan)] + grads[3:]
   results = []
-  for seq, tx in [(grads, oks.sgd(0.1, momentum=0.9)),
-                  (with_bad, oks.skip_non_finite(oks.sgd(0.1, momentum=0.9)))]:
+  for seq, tx in [
+    (grads, oks.sgd(0.1, momentum=0.9)),
+    (with_bad, oks.skip_non_finite(oks.sgd(0.1, momentum=0.9))),
+  ]:
     p, s = jnp.zeros(4), tx.init(jnp.zeros(4))
     for g in seq:
       u, s = tx.update(g, s, p)

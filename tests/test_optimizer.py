@@ -62,14 +62,20 @@ def test_buffers_owned_by_the_optimizer_are_donated():
   opt = SGD(0.1, momentum=0.9)
   for _ in range(3):
     opt.apply_gradients([(jnp.ones(16), w)])
-  donating = [(key, fn) for key, fn in opt._runner._steps._cache.items()
-              if key[1] and key[2]]
+  donating = [
+    (key, fn) for key, fn in opt._runner._steps._cache.items() if key[1] and key[2]
+  ]
   assert donating, "the steady-state step did not use the donating program"
-  (_, fn), = donating
-  lowered = fn.lower([w.value()], [jnp.ones(16)],
-                     [opt.get_slot(w, "momentum").value()],
-                     opt.iterations.value(), jnp.int32(0), jnp.float32(0.1),
-                     jnp.float32(0.9))
+  ((_, fn),) = donating
+  lowered = fn.lower(
+    [w.value()],
+    [jnp.ones(16)],
+    [opt.get_slot(w, "momentum").value()],
+    opt.iterations.value(),
+    jnp.int32(0),
+    jnp.float32(0.1),
+    jnp.float32(0.9),
+  )
   assert "input_output_alias" in lowered.compile().as_text()
 
 
@@ -98,8 +104,12 @@ def test_shape_error_leaves_state_unchanged():
   opt = SGD(0.1, momentum=0.9)
   opt.apply_gradients([(jnp.ones(3), w)])
   before = opt.get_weights(), w.numpy()
-  with pytest.raises(ValueError, match=re.escape(
-      "The gradient for variable 'w' has shape (4,), but the variable has shape (3,)")):
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
+      "The gradient for variable 'w' has shape (4,), but the variable has shape (3,)"
+    ),
+  ):
     opt.apply_gradients([(jnp.ones(4), w)])
   np.testing.assert_array_equal(w.numpy(), before[1])
   assert int(opt.iterations) == 1
@@ -148,18 +158,27 @@ def test_get_gradients():
 
 def test_pytree_path_matches_numpy_rule():
   rng = np.random.default_rng(0)
-  params = {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
-            "b": jnp.asarray(rng.normal(size=2), jnp.float32)}
+  params = {
+    "w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32),
+    "b": jnp.asarray(rng.normal(size=2), jnp.float32),
+  }
   opt = SGD(0.05, momentum=0.9, nesterov=True, decay=0.01)
-  grad_steps = [{k: jnp.asarray(rng.normal(size=v.shape), jnp.float32)
-                 for k, v in params.items()} for _ in range(10)]
+  grad_steps = [
+    {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for k, v in params.items()}
+    for _ in range(10)
+  ]
   p = params
   for g in grad_steps:
     p = opt.update(p, g)
   leaves = lambda t: [np.asarray(t["b"]), np.asarray(t["w"])]  # noqa: E731
-  expected = numpy_rule.run(leaves(params), [leaves(g) for g in grad_steps],
-                            learning_rate=0.05, momentum=0.9, nesterov=True,
-                            decay=0.01)[-1]
+  expected = numpy_rule.run(
+    leaves(params),
+    [leaves(g) for g in grad_steps],
+    learning_rate=0.05,
+    momentum=0.9,
+    nesterov=True,
+    decay=0.01,
+  )[-1]
   for a, b in zip(leaves(p), expected):
     np.testing.assert_array_equal(a, b)
   assert [w.shape for w in opt.get_weights()] == [(), (2,), (3, 2)]
@@ -185,8 +204,9 @@ def test_pytree_build_then_update_then_set_weights():
   params = {"b": jnp.zeros(2), "w": jnp.ones((2, 2))}
   opt = SGD(0.1, momentum=0.9)
   opt.build(params)
-  opt.set_weights([np.int64(3), np.array([1.0, -1.0], np.float32),
-                   np.zeros((2, 2), np.float32)])
+  opt.set_weights(
+    [np.int64(3), np.array([1.0, -1.0], np.float32), np.zeros((2, 2), np.float32)]
+  )
   p = opt.update(params, {"b": jnp.zeros(2), "w": jnp.zeros((2, 2))})
   np.testing.assert_allclose(p["b"], [0.9, -0.9], rtol=1e-6)  # v = 0.9 * v
   np.testing.assert_array_equal(p["w"], params["w"])
@@ -194,23 +214,33 @@ def test_pytree_build_then_update_then_set_weights():
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_pytree_leaf_of_another_shape_or_dtype_is_named_and_changes_nothing(
-    momentum):
+def test_pytree_leaf_of_another_shape_or_dtype_is_named_and_changes_nothing(momentum):
   # Without the check, a (1,) leaf would be broadcast against a (3,) velocity
   # and come back with shape (3,).
   opt = SGD(0.1, momentum=momentum)
   params = opt.update({"w": jnp.ones(3)}, {"w": jnp.ones(3)})
   before = [np.asarray(x) for x in opt.get_weights()]
-  with pytest.raises(ValueError, match=re.escape(
-      "`params` at ['w'] has shape (1,), but this optimizer was built for "
-      "shape (3,).")):
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
+      "`params` at ['w'] has shape (1,), but this optimizer was built for shape (3,)."
+    ),
+  ):
     opt.update({"w": jnp.ones(1)}, {"w": jnp.ones(1)})
-  with pytest.raises(TypeError, match=re.escape(
+  with pytest.raises(
+    TypeError,
+    match=re.escape(
       "`params` at ['w'] has dtype float16, but this optimizer was built for "
-      "dtype float32.")):
+      "dtype float32."
+    ),
+  ):
     opt.update({"w": jnp.ones(3, jnp.float16)}, {"w": jnp.ones(3, jnp.float16)})
-  with pytest.raises(ValueError, match=re.escape(
-      "The gradient at ['w'] has shape (2,), but the parameter has shape (3,).")):
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
+      "The gradient at ['w'] has shape (2,), but the parameter has shape (3,)."
+    ),
+  ):
     opt.update(params, {"w": jnp.ones(2)})
   for x, y in zip(before, opt.get_weights()):
     np.testing.assert_array_equal(x, y)
@@ -218,8 +248,9 @@ def test_pytree_leaf_of_another_shape_or_dtype_is_named_and_changes_nothing(
 
 def test_pytree_leaves_may_be_numpy_or_python_numbers():
   opt = SGD(0.5)
-  p = opt.update({"a": np.ones(2, np.float32), "b": 1.0}, {"a": np.ones(2, np.float32),
-                                                          "b": 1.0})
+  p = opt.update(
+    {"a": np.ones(2, np.float32), "b": 1.0}, {"a": np.ones(2, np.float32), "b": 1.0}
+  )
   np.testing.assert_array_equal(p["a"], [0.5, 0.5])
   np.testing.assert_array_equal(p["b"], 0.5)
   p = opt.update(p, {"a": jnp.ones(2), "b": jnp.float32(1.0)})
@@ -255,19 +286,25 @@ def test_malformed_pairs():
   w = Variable(1.0)
   with pytest.raises(TypeError, match=r"`grads_and_vars\[0\]` must be a"):
     SGD().apply_gradients([w])
-  with pytest.raises(TypeError, match=r"`grads_and_vars\[0\]\[1\]` must be an "
-                     r"optax_keras_sgd.Variable. Received: str"):
+  with pytest.raises(
+    TypeError,
+    match=r"`grads_and_vars\[0\]\[1\]` must be an "
+    r"optax_keras_sgd.Variable. Received: str",
+  ):
     SGD().apply_gradients([(jnp.ones(()), "w")])
 
 
 def test_unknown_kwarg_lists_allowed():
-  with pytest.raises(TypeError, match="Unexpected keyword argument passed to "
-                     "optimizer: foo. Allowed kwargs are"):
+  with pytest.raises(
+    TypeError,
+    match="Unexpected keyword argument passed to optimizer: foo. Allowed kwargs are",
+  ):
     SGD(foo=1)
 
 
-@pytest.mark.parametrize("key", ["clipnorm", "clipvalue", "global_clipnorm",
-                                 "decay", "lr"])
+@pytest.mark.parametrize(
+  "key", ["clipnorm", "clipvalue", "global_clipnorm", "decay", "lr"]
+)
 def test_negative_kwargs(key):
   with pytest.raises(ValueError, match=f"Expected {key} >= 0, received: -1"):
     SGD(**{key: -1})
@@ -330,10 +367,13 @@ def test_array_clip_thresholds_and_setters():
 
 def test_pytree_update_with_donation_reuses_params_buffers():
   rng = np.random.default_rng(1)
-  params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
-            "b": jnp.asarray(rng.normal(size=3), jnp.float32)}
-  grads = {k: jnp.asarray(rng.normal(size=v.shape), jnp.float32)
-           for k, v in params.items()}
+  params = {
+    "w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+    "b": jnp.asarray(rng.normal(size=3), jnp.float32),
+  }
+  grads = {
+    k: jnp.asarray(rng.normal(size=v.shape), jnp.float32) for k, v in params.items()
+  }
   expected = SGD(0.1, momentum=0.9).update(params, grads)
   opt = SGD(0.1, momentum=0.9)
   donated = {k: v + 0 for k, v in params.items()}
@@ -343,8 +383,9 @@ def test_pytree_update_with_donation_reuses_params_buffers():
     np.testing.assert_array_equal(result[k], expected[k])
   # One array twice, or a gradient that is a param: not donated, no error.
   same = jnp.ones(3)
-  p = SGD(0.5).update({"a": same, "b": same}, {"a": jnp.ones(3), "b": jnp.ones(3)},
-                      donate=True)
+  p = SGD(0.5).update(
+    {"a": same, "b": same}, {"a": jnp.ones(3), "b": jnp.ones(3)}, donate=True
+  )
   assert not same.is_deleted()
   np.testing.assert_array_equal(p["a"], [0.5, 0.5, 0.5])
   x = jnp.ones(2)
@@ -356,6 +397,9 @@ def test_pytree_update_with_donation_reuses_params_buffers():
 
 
 def test_gradient_aggregator_must_be_callable():
-  with pytest.raises(TypeError, match="`gradient_aggregator` must be a callable on "
-                     r"\(gradient, Variable\) pairs. Received: int."):
+  with pytest.raises(
+    TypeError,
+    match="`gradient_aggregator` must be a callable on "
+    r"\(gradient, Variable\) pairs. Received: int.",
+  ):
     SGD(gradient_aggregator=3)

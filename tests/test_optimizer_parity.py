@@ -43,7 +43,7 @@ def _run_both(config, params, steps):
     tf_opt.apply_gradients([(tf.constant(grads[i]), tf_vars[i]) for i in present])
     with pytest.warns(UserWarning) if len(present) < 3 else _nothing():
       our_opt.apply_gradients(
-          [(None if g is None else jnp.asarray(g), v) for g, v in zip(grads, our_vars)]
+        [(None if g is None else jnp.asarray(g), v) for g, v in zip(grads, our_vars)]
       )
     for a, b in zip(tf_vars, our_vars):
       np.testing.assert_array_equal(a.numpy(), b.numpy())
@@ -59,10 +59,10 @@ class _nothing:
 
 
 CONFIGS = [
-    dict(learning_rate=0.1),
-    dict(learning_rate=0.05, momentum=0.9),
-    dict(learning_rate=0.05, momentum=0.9, nesterov=True, decay=0.01),
-    dict(learning_rate=0.1, momentum=0.5, clipvalue=0.3),
+  dict(learning_rate=0.1),
+  dict(learning_rate=0.05, momentum=0.9),
+  dict(learning_rate=0.05, momentum=0.9, nesterov=True, decay=0.01),
+  dict(learning_rate=0.1, momentum=0.5, clipvalue=0.3),
 ]
 
 
@@ -90,9 +90,14 @@ def assert_same_config(ours, theirs):
       assert ours[key] == value, key
 
 
-@pytest.mark.parametrize("config", [dict(learning_rate=0.1, momentum=0.9),
-                                    dict(learning_rate=0.1, momentum=0.9,
-                                         nesterov=True, clipnorm=1.0)], ids=str)
+@pytest.mark.parametrize(
+  "config",
+  [
+    dict(learning_rate=0.1, momentum=0.9),
+    dict(learning_rate=0.1, momentum=0.9, nesterov=True, clipnorm=1.0),
+  ],
+  ids=str,
+)
 def test_norm_clipping_facade_agrees_to_rounding(config):
   rng = np.random.default_rng(3)
   params = [rng.normal(size=(5, 3)).astype(np.float32)]
@@ -102,8 +107,9 @@ def test_norm_clipping_facade_agrees_to_rounding(config):
     g = rng.normal(size=(5, 3)).astype(np.float32)
     tf_opt.apply_gradients([(tf.constant(g), tf_vars[0])])
     our_opt.apply_gradients([(jnp.asarray(g), our_vars[0])])
-  np.testing.assert_allclose(our_vars[0].numpy(), tf_vars[0].numpy(), rtol=1e-6,
-                             atol=1e-6)
+  np.testing.assert_allclose(
+    our_vars[0].numpy(), tf_vars[0].numpy(), rtol=1e-6, atol=1e-6
+  )
 
 
 def test_loading_reference_weights_continues_like_reference():
@@ -114,8 +120,9 @@ def test_loading_reference_weights_continues_like_reference():
   our_vars = [Variable(v.numpy(), name=v.name.split(":")[0]) for v in tf_vars]
   our_opt = SGD(**config)
   our_opt.build(our_vars[:2] + [our_vars[2]])  # slot order as the reference's
-  assert [w.shape for w in our_opt.get_weights()] == \
-      [w.shape for w in tf_opt.get_weights()]
+  assert [w.shape for w in our_opt.get_weights()] == [
+    w.shape for w in tf_opt.get_weights()
+  ]
   our_opt.set_weights(tf_opt.get_weights())
   assert int(our_opt.iterations) == 5
   rng = np.random.default_rng(9)
@@ -174,8 +181,9 @@ def test_schedule_learning_rate_in_facade_matches_reference():
 def test_hyperparameters_set_between_steps_match_reference():
   tf_v, v = tf.Variable([1.0, -2.0]), Variable([1.0, -2.0])
   tf_opt, opt = keras_sgd(0.1, momentum=0.9), SGD(0.1, momentum=0.9)
-  for i, (new_lr, new_m) in enumerate([(0.1, 0.9), (0.5, 0.5), (0.02, 0.0),
-                                       (0.3, 0.95)]):
+  for i, (new_lr, new_m) in enumerate(
+    [(0.1, 0.9), (0.5, 0.5), (0.02, 0.0), (0.3, 0.95)]
+  ):
     tf_opt.learning_rate, tf_opt.momentum = new_lr, new_m
     opt.learning_rate, opt.momentum = new_lr, new_m
     if i == 3:
@@ -201,17 +209,22 @@ def test_momentum_schedule_matches_reference_given_the_same_values():
 
 
 @pytest.mark.parametrize("dtype", ["complex64", "complex128"])
-@pytest.mark.parametrize("config", [
+@pytest.mark.parametrize(
+  "config",
+  [
     dict(learning_rate=0.1, momentum=0.9, nesterov=True),
     dict(learning_rate=0.1, decay=0.01),
     dict(learning_rate=0.05),
-])
+  ],
+)
 def test_complex_variables_match_reference(dtype, config):
   """tf_keras's own optimizer tests train complex variables on CPU."""
   rng = np.random.default_rng(0)
   shape = (5,)
-  w0, *grads = [(rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
-                for _ in range(7)]
+  w0, *grads = [
+    (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype(dtype)
+    for _ in range(7)
+  ]
   ref, _ = reference.run([w0], [[g] for g in grads], dtype, **config)
   with enable_x64(dtype == "complex128"):
     var, opt = Variable(jnp.asarray(w0)), SGD(**config)
@@ -226,10 +239,10 @@ def test_empty_lists_gradient_lists_and_variable_gradients_as_in_reference():
   tf_var, tf_opt = tf.Variable(np.ones(3, np.float32)), keras_sgd(0.1, momentum=0.9)
   var, opt = Variable(jnp.ones(3)), SGD(0.1, momentum=0.9)
   steps = [
-      lambda o, v, V: o.apply_gradients([]),
-      lambda o, v, V: o.minimize(lambda: 0.0 * v[0], []),
-      lambda o, v, V: o.apply_gradients([([1.0, 2.0, 3.0], v)]),
-      lambda o, v, V: o.apply_gradients([(V(np.ones(3, np.float32)), v)]),
+    lambda o, v, V: o.apply_gradients([]),
+    lambda o, v, V: o.minimize(lambda: 0.0 * v[0], []),
+    lambda o, v, V: o.apply_gradients([([1.0, 2.0, 3.0], v)]),
+    lambda o, v, V: o.apply_gradients([(V(np.ones(3, np.float32)), v)]),
   ]
   for step in steps:
     step(tf_opt, tf_var, tf.Variable)
@@ -260,8 +273,9 @@ def test_iterations_set_to_a_variable_is_advanced_as_in_reference():
 
 
 def test_variable_constraint_is_applied_after_each_update_as_in_reference():
-  tf_var = tf.Variable([1.0, -2.0, 0.3],
-                       constraint=lambda x: tf.clip_by_value(x, 0.0, 0.5))
+  tf_var = tf.Variable(
+    [1.0, -2.0, 0.3], constraint=lambda x: tf.clip_by_value(x, 0.0, 0.5)
+  )
   var = Variable([1.0, -2.0, 0.3], constraint=lambda x: jnp.clip(x, 0.0, 0.5))
   tf_opt, opt = keras_sgd(0.1, momentum=0.9), SGD(0.1, momentum=0.9)
   rng = np.random.default_rng(2)
@@ -297,10 +311,12 @@ def test_gradient_aggregation_hooks_as_in_reference(how, aggregate):
     opt = type("Q", (_Quintupled, SGD), {})(**config)
   tf_var, var = tf.Variable([1.0, 2.0]), Variable([1.0, 2.0])
   for g in ([0.5, 0.25], [1.0, -0.5]):
-    tf_opt.apply_gradients([(tf.constant(g), tf_var)],
-                           experimental_aggregate_gradients=aggregate)
-    opt.apply_gradients([(jnp.asarray(g), var)],
-                        experimental_aggregate_gradients=aggregate)
+    tf_opt.apply_gradients(
+      [(tf.constant(g), tf_var)], experimental_aggregate_gradients=aggregate
+    )
+    opt.apply_gradients(
+      [(jnp.asarray(g), var)], experimental_aggregate_gradients=aggregate
+    )
     np.testing.assert_array_equal(np.asarray(var.numpy()), tf_var.numpy())
   plain = SGD(0.1, momentum=0.5, clipnorm=4.0)
   plain_var = Variable([1.0, 2.0])
@@ -334,7 +350,8 @@ def test_clipping_complex_gradients_is_an_error_as_in_reference(clip):
   tf_var = tf.Variable([1 + 1j], dtype=tf.complex64)
   with pytest.raises(tf.errors.InvalidArgumentError):
     keras_sgd(0.1, **{clip: 1.0}).apply_gradients(
-        [(tf.constant([3 + 4j], tf.complex64), tf_var)])
+      [(tf.constant([3 + 4j], tf.complex64), tf_var)]
+    )
   var = Variable(jnp.asarray([1 + 1j], jnp.complex64))
   gradient = jnp.asarray([3 + 4j], jnp.complex64)
   with pytest.raises(TypeError, match=f"`{clip}` cannot clip complex gradients"):
@@ -346,7 +363,10 @@ def test_applying_to_an_array_is_not_implemented_as_in_reference():
   with pytest.raises(NotImplementedError, match="Updating a `Tensor` is not"):
     keras_sgd(0.1).apply_gradients([(tf.constant([1.0]), tf.constant([1.0]))])
   for array in [jnp.ones(3), np.ones(3, np.float32)]:
-    with pytest.raises(NotImplementedError, match=r"Updating an array is not "
-                       r"implemented \(`grads_and_vars\[0\]\[1\]` is a \w+ of shape "
-                       r"\(3,\)\)"):
+    with pytest.raises(
+      NotImplementedError,
+      match=r"Updating an array is not "
+      r"implemented \(`grads_and_vars\[0\]\[1\]` is a \w+ of shape "
+      r"\(3,\)\)",
+    ):
       SGD(0.1).apply_gradients([(jnp.ones(3), array)])

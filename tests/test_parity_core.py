@@ -33,29 +33,36 @@ SHAPES = [(3,), (4, 5), (), (64, 7)]
 DTYPES = ["float32", "float64", "float16", "bfloat16"]
 
 ELEMENTWISE = {
-    "plain": dict(learning_rate=0.1),
-    "negative_lr": dict(learning_rate=-0.05),
-    "momentum": dict(learning_rate=0.05, momentum=0.9),
-    "nesterov": dict(learning_rate=0.05, momentum=0.9, nesterov=True),
-    "momentum_one": dict(learning_rate=0.01, momentum=1.0),
-    "clipvalue": dict(learning_rate=0.1, clipvalue=0.3),
-    "clipvalue_momentum": dict(learning_rate=0.1, momentum=0.5, clipvalue=0.3),
-    "decay": dict(learning_rate=0.1, decay=0.1),
-    "decay_nesterov": dict(learning_rate=0.1, momentum=0.8, nesterov=True, decay=0.05),
-    "nesterov_without_momentum": dict(learning_rate=0.1, nesterov=True),
+  "plain": dict(learning_rate=0.1),
+  "negative_lr": dict(learning_rate=-0.05),
+  "momentum": dict(learning_rate=0.05, momentum=0.9),
+  "nesterov": dict(learning_rate=0.05, momentum=0.9, nesterov=True),
+  "momentum_one": dict(learning_rate=0.01, momentum=1.0),
+  "clipvalue": dict(learning_rate=0.1, clipvalue=0.3),
+  "clipvalue_momentum": dict(learning_rate=0.1, momentum=0.5, clipvalue=0.3),
+  "decay": dict(learning_rate=0.1, decay=0.1),
+  "decay_nesterov": dict(learning_rate=0.1, momentum=0.8, nesterov=True, decay=0.05),
+  "nesterov_without_momentum": dict(learning_rate=0.1, nesterov=True),
 }
 NORM = {
-    "clipnorm": dict(learning_rate=0.1, clipnorm=0.7),
-    "clipnorm_momentum": dict(learning_rate=0.1, momentum=0.9, clipnorm=0.7),
-    "global_clipnorm": dict(learning_rate=0.1, global_clipnorm=0.9),
-    "global_clipnorm_nesterov": dict(
-        learning_rate=0.1, momentum=0.9, nesterov=True, global_clipnorm=0.9
-    ),
-    "clipvalue_clipnorm": dict(learning_rate=0.1, momentum=0.5, clipvalue=0.2,
-                               clipnorm=0.5),
-    "everything": dict(learning_rate=0.1, momentum=0.99, nesterov=True,
-                       clipvalue=0.2, global_clipnorm=0.5, decay=0.01),
-    "clipnorm_inactive": dict(learning_rate=0.1, momentum=0.9, clipnorm=100.0),
+  "clipnorm": dict(learning_rate=0.1, clipnorm=0.7),
+  "clipnorm_momentum": dict(learning_rate=0.1, momentum=0.9, clipnorm=0.7),
+  "global_clipnorm": dict(learning_rate=0.1, global_clipnorm=0.9),
+  "global_clipnorm_nesterov": dict(
+    learning_rate=0.1, momentum=0.9, nesterov=True, global_clipnorm=0.9
+  ),
+  "clipvalue_clipnorm": dict(
+    learning_rate=0.1, momentum=0.5, clipvalue=0.2, clipnorm=0.5
+  ),
+  "everything": dict(
+    learning_rate=0.1,
+    momentum=0.99,
+    nesterov=True,
+    clipvalue=0.2,
+    global_clipnorm=0.5,
+    decay=0.01,
+  ),
+  "clipnorm_inactive": dict(learning_rate=0.1, momentum=0.9, clipnorm=100.0),
 }
 
 
@@ -98,8 +105,9 @@ def test_norm_clipping_one_step_from_the_reference_state(clip, dtype):
   rng = np.random.default_rng(5)
   shape, eps = (40, 8), float(jnp.finfo(dtype).eps)
   tx = oks.sgd(**config)
-  step = jax.jit(lambda p, g, s: (lambda u, s: (oks.apply_updates(p, u), s))(
-      *tx.update(g, s, p)))
+  step = jax.jit(
+    lambda p, g, s: (lambda u, s: (oks.apply_updates(p, u), s))(*tx.update(g, s, p))
+  )
   with x64(dtype):
     ref_step = reference.stepper(rng.normal(size=shape), dtype, **config)
     for t in range(40):
@@ -110,8 +118,9 @@ def test_norm_clipping_one_step_from_the_reference_state(clip, dtype):
         gradient = 3 * rng.normal(size=shape)
       (p, v), (ref_p, ref_v) = ref_step(gradient)
       state = tx.init(jnp.asarray(p, dtype))
-      state = optax.tree.set(state, count=jnp.asarray(t, jnp.int32),
-                             velocity=jnp.asarray(v, dtype))
+      state = optax.tree.set(
+        state, count=jnp.asarray(t, jnp.int32), velocity=jnp.asarray(v, dtype)
+      )
       new_p, state = step(jnp.asarray(p, dtype), to_gradient(gradient, dtype), state)
       for ours, ref in [(new_p, ref_p), (oks.velocity(state), ref_v)]:
         error = np.abs(to_numpy(ours).astype(np.float64) - ref).max()
@@ -131,8 +140,7 @@ def test_step_schedule_with_momentum_matches_reference_not_optax():
   """SPEC section 1.7: the learning rate lives inside the velocity."""
   tf_schedule = reference.schedules().PiecewiseConstantDecay([1], [1.0, 0.1])
   grads = [[np.ones(())] for _ in range(3)]
-  ref, _ = reference.run([np.zeros(())], grads, learning_rate=tf_schedule,
-                         momentum=0.9)
+  ref, _ = reference.run([np.zeros(())], grads, learning_rate=tf_schedule, momentum=0.9)
   # The schedule stated plainly: 1.0 while step <= 1, then 0.1.
   schedule = lambda step: jnp.where(step <= 1, 1.0, 0.1)  # noqa: E731
   ours = run_sgd([np.zeros(())], grads, learning_rate=schedule, momentum=0.9)
@@ -144,8 +152,7 @@ def test_step_schedule_with_momentum_matches_reference_not_optax():
   # what optax gives when the switch comes one step earlier, `{1: 0.1}`.)
   optax_tx = optax.sgd(optax.piecewise_constant_schedule(1.0, {2: 0.1}), 0.9)
   optax_run = run_sgd([np.zeros(())], grads, tx=optax_tx)
-  np.testing.assert_allclose([r[0] for r in optax_run], [-1.0, -2.9, -3.171],
-                             rtol=1e-6)
+  np.testing.assert_allclose([r[0] for r in optax_run], [-1.0, -2.9, -3.171], rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", "float16", "bfloat16"])
@@ -180,15 +187,16 @@ def test_changing_hyperparameters_with_inject_hyperparams():
   for lr, m, gs in zip(lrs, ms, grads):
     opt.learning_rate, opt.momentum = lr, m
     opt.apply_gradients(
-        zip([reference.tf.constant(g, reference.tf.float32) for g in gs], variables)
+      zip([reference.tf.constant(g, reference.tf.float32) for g in gs], variables)
     )
     ref.append([v.numpy() for v in variables])
 
   tx = optax.inject_hyperparams(oks.sgd)(learning_rate=0.1, momentum=0.9)
   p = [jnp.asarray(x, jnp.float32) for x in params]
   state = tx.init(p)
-  step = jax.jit(lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(
-      *tx.update(g, s, p)))
+  step = jax.jit(
+    lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p))
+  )
   ours = []
   for lr, m, gs in zip(lrs, ms, grads):
     state.hyperparams["learning_rate"] = jnp.asarray(lr)
@@ -211,22 +219,26 @@ def test_float64_learning_rate_passes_through_float32(dtype):
 def test_half_precision_numbers_from_spec():
   """SPEC section 6: float16 w=1, g=1, lr 0.1, m 0.9 gives 0.9; bfloat16 0.898438."""
   for dtype, expected in [("float16", 0.9), ("bfloat16", 0.898438)]:
-    ours = run_sgd([np.ones(())], [[np.ones(())]], dtype, learning_rate=0.1,
-                   momentum=0.9)
-    ref, _ = reference.run([np.ones(())], [[np.ones(())]], dtype, learning_rate=0.1,
-                           momentum=0.9)
+    ours = run_sgd(
+      [np.ones(())], [[np.ones(())]], dtype, learning_rate=0.1, momentum=0.9
+    )
+    ref, _ = reference.run(
+      [np.ones(())], [[np.ones(())]], dtype, learning_rate=0.1, momentum=0.9
+    )
     assert float(ours[0][0]) == float(ref[0][0])
     np.testing.assert_allclose(float(ours[0][0]), expected, rtol=1e-3)
 
 
 @pytest.mark.parametrize(
-    "config",
-    [dict(clipnorm=1.0), dict(global_clipnorm=1.0), dict(clipvalue=1.0), {}],
-    ids=["clipnorm", "global_clipnorm", "clipvalue", "none"],
+  "config",
+  [dict(clipnorm=1.0), dict(global_clipnorm=1.0), dict(clipvalue=1.0), {}],
+  ids=["clipnorm", "global_clipnorm", "clipvalue", "none"],
 )
 def test_non_finite_gradients_propagate_like_reference(config):
-  grads = [[np.array([1.0, np.inf, 2.0]), np.array([np.nan, 1.0])],
-           [np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.0])]]
+  grads = [
+    [np.array([1.0, np.inf, 2.0]), np.array([np.nan, 1.0])],
+    [np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.0])],
+  ]
   params = [np.zeros(3), np.zeros(2)]
   with np.errstate(invalid="ignore"):
     ref, _ = reference.run(params, grads, learning_rate=0.1, momentum=0.9, **config)

@@ -23,17 +23,30 @@ def _workflow(name):
 
 @pytest.mark.parametrize("name", ["ci.yml", "release.yml"])
 def test_workflow_actions_are_pinned(name):
-  uses = [step["uses"] for job in _workflow(name)["jobs"].values()
-          for step in job["steps"] if "uses" in step]
+  uses = [
+    step["uses"]
+    for job in _workflow(name)["jobs"].values()
+    for step in job["steps"]
+    if "uses" in step
+  ]
   assert uses and all(re.fullmatch(r"[\w-]+/[\w-]+@v\d+\.\d+\.\d+", u) for u in uses)
 
 
 def test_ci_runs_the_readme_command_lint_floors_newest_and_another_isa():
   jobs = _workflow("ci.yml")["jobs"]
-  assert {"test", "lint", "minimum-versions", "newest-versions", "xla-isa",
-          "demo"} <= set(jobs)
-  assert jobs["test"]["strategy"]["matrix"]["python-version"] == ["3.10", "3.11",
-                                                                 "3.12"]
+  assert {
+    "test",
+    "lint",
+    "minimum-versions",
+    "newest-versions",
+    "xla-isa",
+    "demo",
+  } <= set(jobs)
+  assert jobs["test"]["strategy"]["matrix"]["python-version"] == [
+    "3.10",
+    "3.11",
+    "3.12",
+  ]
   runs = lambda job: " ".join(step.get("run", "") for step in jobs[job]["steps"])
   assert "bash .ci/run" in runs("test")
   assert "-c .ci/minimum-versions.txt" in runs("minimum-versions")
@@ -43,9 +56,11 @@ def test_ci_runs_the_readme_command_lint_floors_newest_and_another_isa():
 
 def test_minimum_versions_are_the_declared_floors():
   """The constraints file pins exactly the floors pyproject declares."""
-  pins = dict(line.split("==") for line in
-              (ROOT / ".ci/minimum-versions.txt").read_text().split("\n")
-              if line and not line.startswith("#"))
+  pins = dict(
+    line.split("==")
+    for line in (ROOT / ".ci/minimum-versions.txt").read_text().split("\n")
+    if line and not line.startswith("#")
+  )
   pyproject = (ROOT / "pyproject.toml").read_text()
   dependencies = re.search(r"\ndependencies = \[(.*?)\]", pyproject, re.S)[1]
   declared = dict(re.findall(r'"([a-z]+)>=([\d.]+)"', dependencies))
@@ -58,7 +73,8 @@ def test_release_builds_tests_the_wheel_and_publishes_on_tags():
   build = " ".join(step.get("run", "") for step in jobs["build"]["steps"])
   assert "python -m build" in build and "twine check" in build
   assert "bash .ci/test-wheel" in " ".join(
-      step.get("run", "") for step in jobs["test-wheel"]["steps"])
+    step.get("run", "") for step in jobs["test-wheel"]["steps"]
+  )
   publish = jobs["publish"]
   assert publish["needs"] == "test-wheel"
   assert publish["permissions"] == {"id-token": "write"}

@@ -18,19 +18,22 @@ import optax_keras_sgd as oks
 # (test_parity_core covers that case against the reference); keep the NumPy
 # statement's inputs and products away from the subnormal range.
 floats = st.floats(-10, 10, allow_nan=False, width=32).filter(
-    lambda x: x == 0 or abs(x) >= 1e-10)
-shapes = st.lists(hnp.array_shapes(min_dims=0, max_dims=2, max_side=4),
-                  min_size=1, max_size=3)
+  lambda x: x == 0 or abs(x) >= 1e-10
+)
+shapes = st.lists(
+  hnp.array_shapes(min_dims=0, max_dims=2, max_side=4), min_size=1, max_size=3
+)
 
 
 @st.composite
 def configs(draw):
   config = dict(
-      learning_rate=draw(st.floats(-1, 1, allow_nan=False).filter(
-          lambda x: x == 0 or abs(x) >= 1e-6)),
-      momentum=draw(st.sampled_from([0.0, 0.5, 0.9, 1.0])),
-      nesterov=draw(st.booleans()),
-      decay=draw(st.sampled_from([0.0, 0.01, 0.5])),
+    learning_rate=draw(
+      st.floats(-1, 1, allow_nan=False).filter(lambda x: x == 0 or abs(x) >= 1e-6)
+    ),
+    momentum=draw(st.sampled_from([0.0, 0.5, 0.9, 1.0])),
+    nesterov=draw(st.booleans()),
+    decay=draw(st.sampled_from([0.0, 0.01, 0.5])),
   )
   if draw(st.booleans()):
     config["clipvalue"] = draw(st.floats(0.01, 5))
@@ -41,8 +44,9 @@ def configs(draw):
 def problems(draw, steps=6):
   ss = draw(shapes)
   params = [draw(hnp.arrays(np.float32, s, elements=floats)) for s in ss]
-  grads = [[draw(hnp.arrays(np.float32, s, elements=floats)) for s in ss]
-           for _ in range(steps)]
+  grads = [
+    [draw(hnp.arrays(np.float32, s, elements=floats)) for s in ss] for _ in range(steps)
+  ]
   return params, grads
 
 
@@ -98,11 +102,17 @@ def test_identical_runs_are_bitwise_identical(config, problem):
 
 def test_resume_functional_state_is_bitwise():
   rng = np.random.default_rng(0)
-  tx = oks.sgd(oks.schedules.ExponentialDecay(0.1, 3, 0.5), momentum=0.9,
-               nesterov=True, clipnorm=1.0, decay=0.01)
+  tx = oks.sgd(
+    oks.schedules.ExponentialDecay(0.1, 3, 0.5),
+    momentum=0.9,
+    nesterov=True,
+    clipnorm=1.0,
+    decay=0.01,
+  )
   grads = [jnp.asarray(rng.normal(size=(3, 4)), jnp.float32) for _ in range(10)]
-  step = jax.jit(lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(
-      *tx.update(g, s, p)))
+  step = jax.jit(
+    lambda p, g, s: (lambda u, s: (optax.apply_updates(p, u), s))(*tx.update(g, s, p))
+  )
   p, s = jnp.ones((3, 4)), tx.init(jnp.ones((3, 4)))
   for g in grads:
     p, s = step(p, g, s)
@@ -111,7 +121,7 @@ def test_resume_functional_state_is_bitwise():
   p, s = jnp.ones((3, 4)), tx.init(jnp.ones((3, 4)))
   for g in grads[:4]:
     p, s = step(p, g, s)
-  saved = jax.tree.map(np.asarray, (p, s))          # to host, as a checkpoint
+  saved = jax.tree.map(np.asarray, (p, s))  # to host, as a checkpoint
   p, s = jax.tree.map(jnp.asarray, saved)
   for g in grads[4:]:
     p, s = step(p, g, s)
@@ -120,12 +130,15 @@ def test_resume_functional_state_is_bitwise():
 
 def test_resume_facade_from_get_weights_is_bitwise():
   rng = np.random.default_rng(1)
-  grads = [[jnp.asarray(rng.normal(size=s), jnp.float32) for s in [(3,), (2, 2)]]
-           for _ in range(8)]
+  grads = [
+    [jnp.asarray(rng.normal(size=s), jnp.float32) for s in [(3,), (2, 2)]]
+    for _ in range(8)
+  ]
 
   def fresh():
-    return [oks.Variable(jnp.ones(3)), oks.Variable(jnp.ones((2, 2)))], \
-        oks.SGD(0.05, momentum=0.9, decay=0.01)
+    return [oks.Variable(jnp.ones(3)), oks.Variable(jnp.ones((2, 2)))], oks.SGD(
+      0.05, momentum=0.9, decay=0.01
+    )
 
   ws, opt = fresh()
   for g in grads:

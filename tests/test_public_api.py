@@ -5,29 +5,29 @@ import pytest
 import optax_keras_sgd as oks
 
 EXPECTED = {
-    "FlatParams",
-    "IndexedSlices",
-    "SGD",
-    "SkipNonFiniteState",
-    "skip_non_finite",
-    "skipped_steps",
-    "Variable",
-    "aggregate_gradients",
-    "apply_updates",
-    "embedding_gradient",
-    "flatten",
-    "schedules",
-    "KerasLearningRateState",
-    "KerasMomentumState",
-    "clip_by_global_norm",
-    "clip_by_norm",
-    "clip_by_value",
-    "global_norm",
-    "iterations",
-    "scale_by_keras_learning_rate",
-    "sgd",
-    "keras_momentum",
-    "velocity",
+  "FlatParams",
+  "IndexedSlices",
+  "SGD",
+  "SkipNonFiniteState",
+  "skip_non_finite",
+  "skipped_steps",
+  "Variable",
+  "aggregate_gradients",
+  "apply_updates",
+  "embedding_gradient",
+  "flatten",
+  "schedules",
+  "KerasLearningRateState",
+  "KerasMomentumState",
+  "clip_by_global_norm",
+  "clip_by_norm",
+  "clip_by_value",
+  "global_norm",
+  "iterations",
+  "scale_by_keras_learning_rate",
+  "sgd",
+  "keras_momentum",
+  "velocity",
 }
 
 
@@ -48,9 +48,16 @@ def test_no_other_public_names():
 def test_schedules_surface():
   assert list(oks.schedules.__all__) == sorted(oks.schedules.__all__)
   assert set(oks.schedules.__all__) == {
-      "CosineDecay", "CosineDecayRestarts", "ExponentialDecay",
-      "InverseTimeDecay", "LearningRateSchedule", "PiecewiseConstantDecay",
-      "PolynomialDecay", "deserialize", "serialize"}
+    "CosineDecay",
+    "CosineDecayRestarts",
+    "ExponentialDecay",
+    "InverseTimeDecay",
+    "LearningRateSchedule",
+    "PiecewiseConstantDecay",
+    "PolynomialDecay",
+    "deserialize",
+    "serialize",
+  }
 
 
 def test_checkpoints_surface():
@@ -58,18 +65,31 @@ def test_checkpoints_surface():
 
   assert list(checkpoints.__all__) == sorted(checkpoints.__all__)
   assert set(checkpoints.__all__) == {
-      "CheckpointError", "KerasState", "build_keras_slots", "keras_weights", "read",
-      "to_optax", "to_sgd", "write_checkpoint", "write_h5"}
+    "CheckpointError",
+    "KerasState",
+    "build_keras_slots",
+    "keras_weights",
+    "read",
+    "to_optax",
+    "to_sgd",
+    "write_checkpoint",
+    "write_h5",
+  }
 
 
 def test_version():
   assert isinstance(oks.__version__, str) and oks.__version__.count(".") == 2
 
 
-@pytest.mark.parametrize("old, new", [
-    ("trace", "keras_momentum"), ("TraceState", "KerasMomentumState"),
+@pytest.mark.parametrize(
+  "old, new",
+  [
+    ("trace", "keras_momentum"),
+    ("TraceState", "KerasMomentumState"),
     ("scale_by_learning_rate", "scale_by_keras_learning_rate"),
-    ("ScaleByLearningRateState", "KerasLearningRateState")])
+    ("ScaleByLearningRateState", "KerasLearningRateState"),
+  ],
+)
 def test_renamed_names_still_work_with_a_deprecation_warning(old, new):
   with pytest.warns(DeprecationWarning, match=f"use {new}"):
     assert getattr(oks, old) is getattr(oks, new)

@@ -21,16 +21,24 @@ def test_tree_structure_mismatch():
 def test_shape_mismatch_names_the_leaf():
   tx = oks.sgd(0.1, momentum=0.9)
   params = {"w": jnp.ones(3)}
-  with pytest.raises(ValueError, match=re.escape(
-      "The gradient at ['w'] has shape (4,), but the parameter has shape (3,).")):
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
+      "The gradient at ['w'] has shape (4,), but the parameter has shape (3,)."
+    ),
+  ):
     tx.update({"w": jnp.ones(4)}, tx.init(params), params)
 
 
 def test_dtype_mismatch_names_the_leaf():
   tx = oks.sgd(0.1)
   params = {"w": jnp.ones(3)}
-  with pytest.raises(TypeError, match=re.escape(
-      "The gradient at ['w'] has dtype float16, but the parameter has dtype float32")):
+  with pytest.raises(
+    TypeError,
+    match=re.escape(
+      "The gradient at ['w'] has dtype float16, but the parameter has dtype float32"
+    ),
+  ):
     tx.update({"w": jnp.ones(3, jnp.float16)}, tx.init(params), params)
 
 
@@ -57,9 +65,12 @@ def test_bad_gradient_on_a_known_variable_list_is_named_and_changes_nothing():
   opt = oks.SGD(0.1, momentum=0.9)
   opt.apply_gradients([(jnp.ones(2), a), (jnp.ones(3), b)])
   before = [np.asarray(x) for x in opt.get_weights()] + [a.numpy(), b.numpy()]
-  with pytest.raises(ValueError, match=re.escape(
-      "The gradient for variable 'b' has shape (2,), but the variable has "
-      "shape (3,).")):
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
+      "The gradient for variable 'b' has shape (2,), but the variable has shape (3,)."
+    ),
+  ):
     opt.apply_gradients([(jnp.ones(2), a), (jnp.ones(2), b)])
   with pytest.raises(TypeError, match="for variable 'a' has dtype float16"):
     opt.apply_gradients([(jnp.ones(2, jnp.float16), a), (jnp.ones(3), b)])
@@ -90,6 +101,9 @@ def test_pairs_may_be_lists_and_variables_subclassed():
 
 def test_a_pair_of_three_is_named():
   w = oks.Variable(jnp.ones(2))
-  with pytest.raises(TypeError, match=r"`grads_and_vars\[1\]` must be a \(gradient, "
-                     r"Variable\) pair"):
+  with pytest.raises(
+    TypeError,
+    match=r"`grads_and_vars\[1\]` must be a \(gradient, "
+    r"Variable\) pair",
+  ):
     oks.SGD().apply_gradients([(jnp.ones(2), w), (jnp.ones(2), w, 0)])

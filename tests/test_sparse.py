@@ -29,17 +29,15 @@ def _sparse_steps(rng, steps=6, with_dense=False):
 
 
 CONFIGS = {
-    "plain": dict(learning_rate=0.1),
-    "momentum": dict(learning_rate=0.1, momentum=0.9),
-    "nesterov": dict(learning_rate=0.1, momentum=0.9, nesterov=True),
-    "clipvalue_decay": dict(learning_rate=0.1, momentum=0.5, clipvalue=0.4,
-                            decay=0.05),
+  "plain": dict(learning_rate=0.1),
+  "momentum": dict(learning_rate=0.1, momentum=0.9),
+  "nesterov": dict(learning_rate=0.1, momentum=0.9, nesterov=True),
+  "clipvalue_decay": dict(learning_rate=0.1, momentum=0.5, clipvalue=0.4, decay=0.05),
 }
 NORM_CONFIGS = {
-    "clipnorm": dict(learning_rate=0.1, momentum=0.9, clipnorm=0.8),
-    "clipnorm_plain": dict(learning_rate=0.3, clipnorm=0.5),
-    "global_clipnorm_mixed": dict(learning_rate=0.1, momentum=0.9,
-                                  global_clipnorm=1.0),
+  "clipnorm": dict(learning_rate=0.1, momentum=0.9, clipnorm=0.8),
+  "clipnorm_plain": dict(learning_rate=0.3, clipnorm=0.5),
+  "global_clipnorm_mixed": dict(learning_rate=0.1, momentum=0.9, global_clipnorm=1.0),
 }
 
 
@@ -67,13 +65,17 @@ def test_spec_lazy_momentum_numbers():
   state = tx.init(table)
   for grads in steps:
     values, idx, shape = grads[0]
-    u, state = tx.update(oks.IndexedSlices(jnp.asarray(values, jnp.float32),
-                                           jnp.asarray(idx), shape), state, table)
+    u, state = tx.update(
+      oks.IndexedSlices(jnp.asarray(values, jnp.float32), jnp.asarray(idx), shape),
+      state,
+      table,
+    )
     table = oks.apply_updates(table, u)
   np.testing.assert_array_equal(table, ref[-1][0])
   np.testing.assert_allclose(table[:, 0], [0.61, 0.9, 1.0, 1.0], rtol=1e-6)
-  np.testing.assert_allclose(oks.velocity(state)[:, 0], [-0.29, -0.1, 0.0, 0.0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    oks.velocity(state)[:, 0], [-0.29, -0.1, 0.0, 0.0], rtol=1e-6
+  )
   np.testing.assert_array_equal(oks.velocity(state), tf_opt.get_weights()[1])
 
 
@@ -95,8 +97,14 @@ def test_facade_with_sparse_gradients_matches_reference():
   for step in _sparse_steps(rng, steps=5):
     values, idx, shape = step[0]
     tf_opt.apply_gradients([(reference.to_tf_grad(step[0], "float32"), tf_table)])
-    opt.apply_gradients([(oks.IndexedSlices(jnp.asarray(values, jnp.float32),
-                                            jnp.asarray(idx), shape), table)])
+    opt.apply_gradients(
+      [
+        (
+          oks.IndexedSlices(jnp.asarray(values, jnp.float32), jnp.asarray(idx), shape),
+          table,
+        )
+      ]
+    )
   np.testing.assert_array_equal(table.numpy(), tf_table.numpy())
   np.testing.assert_array_equal(opt.get_weights()[1], tf_opt.get_weights()[1])
 
@@ -133,8 +141,7 @@ def test_embedding_gradient_helper():
     return jnp.sum((rows.sum(axis=1) - target) ** 2)
 
   value, g = oks.embedding_gradient(loss, table, ids, jnp.ones(2))
-  dense_value, dense = jax.value_and_grad(
-      lambda t: loss(t[ids], jnp.ones(2)))(table)
+  dense_value, dense = jax.value_and_grad(lambda t: loss(t[ids], jnp.ones(2)))(table)
   assert float(value) == float(dense_value)
   np.testing.assert_array_equal(g.to_dense(), dense)
   assert g.values.shape == (4, 2) and g.dense_shape == (6, 2)

@@ -12,8 +12,12 @@ import optax_keras_sgd as oks
 
 @pytest.mark.parametrize("momentum", [-0.1, 1.5])
 def test_momentum_out_of_range(momentum):
-  with pytest.raises(ValueError, match=re.escape(
-      f"`momentum` must be between [0, 1]. Received: momentum={momentum}")):
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
+      f"`momentum` must be between [0, 1]. Received: momentum={momentum}"
+    ),
+  ):
     oks.sgd(0.1, momentum=momentum)
 
 
@@ -24,9 +28,12 @@ def test_negative_thresholds(name):
 
 
 def test_both_norm_clips():
-  with pytest.raises(ValueError, match="Cannot accept both `clipnorm` and "
-                     "`global_clipnorm`. Received: `clipnorm`=1.0, "
-                     "`global_clipnorm`=2.0"):
+  with pytest.raises(
+    ValueError,
+    match="Cannot accept both `clipnorm` and "
+    "`global_clipnorm`. Received: `clipnorm`=1.0, "
+    "`global_clipnorm`=2.0",
+  ):
     oks.sgd(0.1, clipnorm=1.0, global_clipnorm=2.0)
 
 
@@ -35,12 +42,14 @@ def test_negative_learning_rate_is_accepted():
 
 
 @pytest.mark.parametrize(
-    "kwargs, name",
-    [(dict(learning_rate="0.1"), "learning_rate"),
-     (dict(momentum="0.9"), "momentum"),
-     (dict(clipnorm="1"), "clipnorm"),
-     (dict(clipvalue=True), "clipvalue"),
-     (dict(decay=None), "decay")],
+  "kwargs, name",
+  [
+    (dict(learning_rate="0.1"), "learning_rate"),
+    (dict(momentum="0.9"), "momentum"),
+    (dict(clipnorm="1"), "clipnorm"),
+    (dict(clipvalue=True), "clipvalue"),
+    (dict(decay=None), "decay"),
+  ],
 )
 def test_wrong_types_name_the_argument(kwargs, name):
   with pytest.raises(TypeError, match=f"`{name}` must be a real number"):
@@ -48,14 +57,18 @@ def test_wrong_types_name_the_argument(kwargs, name):
 
 
 def test_non_scalar_hyperparameter():
-  with pytest.raises(ValueError, match=r"`momentum` must be a scalar. Received: "
-                     r"momentum with shape \(2,\)"):
+  with pytest.raises(
+    ValueError,
+    match=r"`momentum` must be a scalar. Received: "
+    r"momentum with shape \(2,\)",
+  ):
     oks.sgd(0.1, momentum=jnp.array([0.1, 0.2]))
 
 
 def test_nesterov_must_be_bool():
-  with pytest.raises(TypeError, match="`nesterov` must be a bool. Received: "
-                     "nesterov='yes'"):
+  with pytest.raises(
+    TypeError, match="`nesterov` must be a bool. Received: nesterov='yes'"
+  ):
     oks.sgd(0.1, momentum=0.9, nesterov="yes")
 
 

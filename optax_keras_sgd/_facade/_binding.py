@@ -17,8 +17,10 @@ from optax_keras_sgd._facade import _inputs, _runner
 from optax_keras_sgd._facade._slots import SlotStore
 from optax_keras_sgd._variable import Variable
 
-BOTH = ("One SGD instance trains either Variables (`apply_gradients`) or one "
-        "pytree (`update`); use a separate instance for the other.")
+BOTH = (
+  "One SGD instance trains either Variables (`apply_gradients`) or one "
+  "pytree (`update`); use a separate instance for the other."
+)
 
 
 class _Checked(NamedTuple):
@@ -54,14 +56,18 @@ class VariableBinding:
     slots only once the gradients pass); returns the momentum slots."""
     ids = tuple(map(id, variables))
     known = self._last.ids == ids
-    signature = self._last.signature if known else [(v.shape, v.dtype)
-                                                    for v in variables]
+    signature = (
+      self._last.signature if known else [(v.shape, v.dtype) for v in variables]
+    )
     _inputs.check_gradients(grads, variables, signature)
     if not known:
       for v in variables:
         self.add(v)
-      slots = [self._store.get(id(v), "momentum", v.name) for v in variables] \
-          if self._use_momentum else []
+      slots = (
+        [self._store.get(id(v), "momentum", v.name) for v in variables]
+        if self._use_momentum
+        else []
+      )
       self._last = _Checked(ids, variables, slots, signature)
     return self._last.slots
 
@@ -82,11 +88,13 @@ class PytreeBinding:
     self.signature: list[tuple[Any, Any]] = _inputs.signatures(leaves) or []
     self.slots = []
     if use_momentum:
-      for (path, _), leaf in zip(jax.tree_util.tree_flatten_with_path(params)[0],
-                                 leaves):
+      for (path, _), leaf in zip(
+        jax.tree_util.tree_flatten_with_path(params)[0], leaves
+      ):
         name = jax.tree_util.keystr(path)
-        self.slots.append(store.slot(("pytree", name), leaf, name or "param",
-                                     "momentum"))
+        self.slots.append(
+          store.slot(("pytree", name), leaf, name or "param", "momentum")
+        )
 
   @staticmethod
   def flatten(params: Any, grads: Any) -> tuple[Any, list[jax.Array], list[Any]]:
@@ -99,8 +107,9 @@ class PytreeBinding:
     leaves, treedef = cast(Any, jax.tree.flatten(params))
     grad_leaves, grad_def = jax.tree.flatten(grads, is_leaf=_sparse.is_indexed_slices)
     leaves = _inputs.as_arrays(leaves)
-    if grad_def != treedef or (_inputs.signatures(grad_leaves)
-                               != _inputs.signatures(leaves)):
+    if grad_def != treedef or (
+      _inputs.signatures(grad_leaves) != _inputs.signatures(leaves)
+    ):
       _validation.check_gradients_match(grads, params)
     return treedef, leaves, grad_leaves
 
@@ -108,8 +117,10 @@ class PytreeBinding:
     """Raises naming what differs if `params` is not the pytree this binding
     was built for."""
     if treedef != self.treedef:
-      raise ValueError(f"`params` has tree structure {treedef}, but this "
-                       f"optimizer was first used with {self.treedef}.")
+      raise ValueError(
+        f"`params` has tree structure {treedef}, but this "
+        f"optimizer was first used with {self.treedef}."
+      )
     if _inputs.signatures(leaves) != self.signature:
       self._explain(params, leaves)
 
@@ -118,11 +129,15 @@ class PytreeBinding:
     for (path, _), x, (shape, dtype) in zip(paths, leaves, self.signature):
       where = f"`params` at {jax.tree_util.keystr(path) or '<root>'}"
       if x.shape != shape:
-        raise ValueError(f"{where} has shape {x.shape}, but this optimizer was "
-                         f"built for shape {shape}.")
+        raise ValueError(
+          f"{where} has shape {x.shape}, but this optimizer was "
+          f"built for shape {shape}."
+        )
       if x.dtype != dtype:
-        raise TypeError(f"{where} has dtype {x.dtype}, but this optimizer was "
-                        f"built for dtype {dtype}.")
+        raise TypeError(
+          f"{where} has dtype {x.dtype}, but this optimizer was "
+          f"built for dtype {dtype}."
+        )
 
   @staticmethod
   def donate(leaves: list[jax.Array], grad_leaves: list[Any]) -> bool:

@@ -45,8 +45,9 @@ def _used_inputs(closed: jax.extend.core.ClosedJaxpr) -> list[bool]:
   return [id(x) in used for x in jaxpr.invars]
 
 
-def gradients_of_closure(loss: Callable[[], Any], variables: list[Variable],
-                         grad_loss: Any = None) -> list[Any]:
+def gradients_of_closure(
+  loss: Callable[[], Any], variables: list[Variable], grad_loss: Any = None
+) -> list[Any]:
   """`d loss / d v` for each variable (None where the loss does not use it).
 
   A non-scalar loss is differentiated as its sum, or against `grad_loss`.
@@ -55,17 +56,22 @@ def gradients_of_closure(loss: Callable[[], Any], variables: list[Variable],
   fn = _bound(loss, variables)
   closed, out_shape = jax.make_jaxpr(fn, return_shape=True)(*values)
   if not jnp.issubdtype(out_shape.dtype, jnp.inexact):
-    raise TypeError(f"The loss must be a floating-point value. Received dtype "
-                    f"{out_shape.dtype}.")
+    raise TypeError(
+      f"The loss must be a floating-point value. Received dtype {out_shape.dtype}."
+    )
   _, vjp = jax.vjp(jax.extend.core.jaxpr_as_fun(closed), *values)
-  cotangent = jnp.ones(out_shape.shape, out_shape.dtype) if grad_loss is None \
-      else jnp.asarray(grad_loss, out_shape.dtype).reshape(out_shape.shape)
+  cotangent = (
+    jnp.ones(out_shape.shape, out_shape.dtype)
+    if grad_loss is None
+    else jnp.asarray(grad_loss, out_shape.dtype).reshape(out_shape.shape)
+  )
   grads = vjp([cotangent])
   return [g if used else None for g, used in zip(grads, _used_inputs(closed))]
 
 
-def compute_gradients(loss: Callable[[], Any], var_list: Any, grad_loss: Any = None,
-                      tape: Any = None) -> list[tuple[Any, Variable]]:
+def compute_gradients(
+  loss: Callable[[], Any], var_list: Any, grad_loss: Any = None, tape: Any = None
+) -> list[tuple[Any, Variable]]:
   """Keras's `_compute_gradients`: `(gradient, Variable)` pairs of the
   zero-argument `loss` over `var_list` (a list, or a callable returning one,
   called after the loss so that the loss may build its variables).
@@ -79,16 +85,19 @@ def compute_gradients(loss: Callable[[], Any], var_list: Any, grad_loss: Any = N
     if tape is None:
       raise ValueError("`tape` is required when a `Tensor` loss is passed.")
     raise TypeError(
-        "JAX cannot differentiate a loss value after it was computed: pass "
-        f"`loss` as a zero-argument callable. Received: {type(loss).__name__}.")
+      "JAX cannot differentiate a loss value after it was computed: pass "
+      f"`loss` as a zero-argument callable. Received: {type(loss).__name__}."
+    )
   if callable(var_list):
     loss()  # Keras evaluates the loss first, so it may build its variables.
     var_list = var_list()
   variables = list(var_list)
   for i, v in enumerate(variables):
     if not isinstance(v, Variable):
-      raise TypeError(f"`var_list[{i}]` must be an optax_keras_sgd.Variable. "
-                      f"Received: {type(v).__name__}.")
+      raise TypeError(
+        f"`var_list[{i}]` must be an optax_keras_sgd.Variable. "
+        f"Received: {type(v).__name__}."
+      )
   return list(zip(gradients_of_closure(loss, variables, grad_loss), variables))
 
 
@@ -101,7 +110,8 @@ def require_all(grads_and_vars: list[tuple[Any, Variable]]) -> list[Any]:
   for g, v in grads_and_vars:
     if g is None:
       raise ValueError(
-          f"Variable {v.name} has `None` for gradient. Please make sure "
-          "that all of your ops have a gradient defined (i.e. are "
-          "differentiable).")
+        f"Variable {v.name} has `None` for gradient. Please make sure "
+        "that all of your ops have a gradient defined (i.e. are "
+        "differentiable)."
+      )
   return [g for g, _ in grads_and_vars]

@@ -35,9 +35,9 @@ def is_schedule(value: Any) -> bool:
   except (TypeError, ValueError):
     return False
   required = [
-      p for p in signature.parameters.values()
-      if p.default is p.empty
-      and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    p
+    for p in signature.parameters.values()
+    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
   ]
   return len(required) == 1
 
@@ -81,9 +81,9 @@ def serialize(value: Any) -> Any:
     return schedules.serialize(value)
   if is_schedule(value):
     raise ValueError(
-        f"Cannot serialize the schedule {value!r}: only "
-        "`optax_keras_sgd.schedules.LearningRateSchedule` objects have a "
-        "config. Subclass LearningRateSchedule (with get_config) to save it."
+      f"Cannot serialize the schedule {value!r}: only "
+      "`optax_keras_sgd.schedules.LearningRateSchedule` objects have a "
+      "config. Subclass LearningRateSchedule (with get_config) to save it."
     )
   # The shortest decimal that reads back as the same float32 (0.1, not
   # 0.10000000149011612), so configs stay readable and exact.

@@ -32,18 +32,28 @@ def threshold(value: Any) -> float | None:
 
 def as_count(value: Any, what: str) -> jax.Array:
   value = np.asarray(value)
-  if value.shape != () or not np.issubdtype(value.dtype, np.integer) or not (
-      0 <= int(value) <= np.iinfo(np.int32).max):
-    raise ValueError(f"`{what}` must be a non-negative integer scalar below 2**31. "
-                     f"Received: {value!r}.")
+  if (
+    value.shape != ()
+    or not np.issubdtype(value.dtype, np.integer)
+    or not (0 <= int(value) <= np.iinfo(np.int32).max)
+  ):
+    raise ValueError(
+      f"`{what}` must be a non-negative integer scalar below 2**31. "
+      f"Received: {value!r}."
+    )
   return jnp.asarray(value, jnp.int32)
 
 
 def as_slot_value(value: np.ndarray, slot: Variable) -> jax.Array:
-  if not (np.issubdtype(value.dtype, np.floating) or value.dtype.name == "bfloat16"
-          or np.issubdtype(value.dtype, np.integer)):
-    raise TypeError(f"Cannot load a weight of dtype {value.dtype} into slot "
-                    f"'{slot.name}' of dtype {slot.dtype}.")
+  if not (
+    np.issubdtype(value.dtype, np.floating)
+    or value.dtype.name == "bfloat16"
+    or np.issubdtype(value.dtype, np.integer)
+  ):
+    raise TypeError(
+      f"Cannot load a weight of dtype {value.dtype} into slot "
+      f"'{slot.name}' of dtype {slot.dtype}."
+    )
   return jnp.asarray(value).astype(slot.dtype)
 
 
@@ -63,8 +73,10 @@ def split_pairs(grads_and_vars: Iterable[Any]) -> tuple[list[Any], list[Variable
   try:
     pairs = list(grads_and_vars)
   except TypeError:
-    raise TypeError("`grads_and_vars` must be an iterable of (gradient, Variable) "
-                    f"pairs. Received: {type(grads_and_vars).__name__}.") from None
+    raise TypeError(
+      "`grads_and_vars` must be an iterable of (gradient, Variable) "
+      f"pairs. Received: {type(grads_and_vars).__name__}."
+    ) from None
   if not (set(map(type, pairs)) <= {tuple, list} and set(map(len, pairs)) <= {2}):
     _explain_pairs(pairs)
   grads, variables = (list(x) for x in zip(*pairs)) if pairs else ([], [])
@@ -74,20 +86,26 @@ def split_pairs(grads_and_vars: Iterable[Any]) -> tuple[list[Any], list[Variable
     seen = set()
     for v in variables:
       if id(v) in seen:
-        raise ValueError(f"Variable '{v.name}' appears more than once in "
-                         "`grads_and_vars`.")
+        raise ValueError(
+          f"Variable '{v.name}' appears more than once in `grads_and_vars`."
+        )
       seen.add(id(v))
   if not pairs:
     return [], []
   if id(None) in set(map(id, grads)):
     kept = [(g, v) for g, v in zip(grads, variables) if g is not None]
     if not kept:
-      raise ValueError(f"No gradients provided for any variable: "
-                       f"{([v.name for v in variables],)}. Provided "
-                       f"`grads_and_vars` is {tuple(map(tuple, pairs))!r:.200}.")
-    warnings.warn("Gradients do not exist for variables "
-                  f"{[v.name for g, v in zip(grads, variables) if g is None]} "
-                  "when minimizing the loss.", stacklevel=3)
+      raise ValueError(
+        f"No gradients provided for any variable: "
+        f"{([v.name for v in variables],)}. Provided "
+        f"`grads_and_vars` is {tuple(map(tuple, pairs))!r:.200}."
+      )
+    warnings.warn(
+      "Gradients do not exist for variables "
+      f"{[v.name for g, v in zip(grads, variables) if g is None]} "
+      "when minimizing the loss.",
+      stacklevel=3,
+    )
     grads, variables = [g for g, _ in kept], [v for _, v in kept]
   if any(issubclass(t, _CONVERTED) for t in set(map(type, grads))):
     grads = [_as_gradient(g) for g in grads]
@@ -112,22 +130,28 @@ def _explain_pairs(pairs: list[Any]) -> None:
   gradient and a Variable."""
   for i, pair in enumerate(pairs):
     if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
-      raise TypeError(f"`grads_and_vars[{i}]` must be a (gradient, Variable) "
-                      f"pair. Received: {pair!r:.80}.")
+      raise TypeError(
+        f"`grads_and_vars[{i}]` must be a (gradient, Variable) "
+        f"pair. Received: {pair!r:.80}."
+      )
     if isinstance(pair[1], (jax.Array, np.ndarray)):
       raise NotImplementedError(
-          f"Updating an array is not implemented (`grads_and_vars[{i}][1]` "
-          f"is a {type(pair[1]).__name__} of shape {np.shape(pair[1])}): arrays "
-          "are immutable. Hold it in an optax_keras_sgd.Variable, or use "
-          "`update(params, grads)` for a pytree.")
+        f"Updating an array is not implemented (`grads_and_vars[{i}][1]` "
+        f"is a {type(pair[1]).__name__} of shape {np.shape(pair[1])}): arrays "
+        "are immutable. Hold it in an optax_keras_sgd.Variable, or use "
+        "`update(params, grads)` for a pytree."
+      )
     if not isinstance(pair[1], Variable):
-      raise TypeError(f"`grads_and_vars[{i}][1]` must be an "
-                      f"optax_keras_sgd.Variable. Received: "
-                      f"{type(pair[1]).__name__}.")
+      raise TypeError(
+        f"`grads_and_vars[{i}][1]` must be an "
+        f"optax_keras_sgd.Variable. Received: "
+        f"{type(pair[1]).__name__}."
+      )
 
 
-def check_gradients(grads: list[Any], variables: list[Variable],
-                    expected: list[tuple[Any, Any]]) -> None:
+def check_gradients(
+  grads: list[Any], variables: list[Variable], expected: list[tuple[Any, Any]]
+) -> None:
   """Each gradient must have its Variable's shape and dtype (`expected`:
   theirs, as `(shape, dtype)` pairs).
 
@@ -138,8 +162,9 @@ def check_gradients(grads: list[Any], variables: list[Variable],
   if signatures(grads) == expected:
     return
   for g, v in zip(grads, variables):
-    _validation.check_gradient(g, v.shape, v.dtype, f"for variable '{v.name}'",
-                               "variable")
+    _validation.check_gradient(
+      g, v.shape, v.dtype, f"for variable '{v.name}'", "variable"
+    )
 
 
 def signatures(arrays: list[Any]) -> list[tuple[Any, Any]] | None:

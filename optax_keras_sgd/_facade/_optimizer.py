@@ -81,28 +81,40 @@ class SGD:
   clipnorm = _hyper.Threshold()
   global_clipnorm = _hyper.Threshold()
 
-  def __init__(self, learning_rate: optax.ScalarOrSchedule = 0.01,
-               momentum: optax.ScalarOrSchedule = 0.0, nesterov: bool = False,
-               name: str = "SGD", *, skip_non_finite: bool = False,
-               gradient_aggregator: Callable[[list[Any]], Any] | None = None,
-               **kwargs: Any):
+  def __init__(
+    self,
+    learning_rate: optax.ScalarOrSchedule = 0.01,
+    momentum: optax.ScalarOrSchedule = 0.0,
+    nesterov: bool = False,
+    name: str = "SGD",
+    *,
+    skip_non_finite: bool = False,
+    gradient_aggregator: Callable[[list[Any]], Any] | None = None,
+    **kwargs: Any,
+  ):
     for key, value in kwargs.items():
       if key not in ALLOWED_KWARGS:
-        raise TypeError(f"Unexpected keyword argument passed to optimizer: {key}. "
-                        f"Allowed kwargs are {ALLOWED_KWARGS}.")
+        raise TypeError(
+          f"Unexpected keyword argument passed to optimizer: {key}. "
+          f"Allowed kwargs are {ALLOWED_KWARGS}."
+        )
       if value is not None and not (key == "lr" and callable(value)):
         _validation.check_non_negative(key, value)
     if "lr" in kwargs:
-      warnings.warn("The `lr` argument is deprecated, use `learning_rate` "
-                    "instead.", stacklevel=2)
+      warnings.warn(
+        "The `lr` argument is deprecated, use `learning_rate` instead.", stacklevel=2
+      )
       learning_rate = kwargs["lr"]
     _validation.check_bool("skip_non_finite", skip_non_finite)
     if gradient_aggregator is not None and not callable(gradient_aggregator):
-      raise TypeError("`gradient_aggregator` must be a callable on (gradient, "
-                      "Variable) pairs. Received: "
-                      f"{type(gradient_aggregator).__name__}.")
-    _validation.check_clip_exclusive(kwargs.get("clipnorm"),
-                                     kwargs.get("global_clipnorm"))
+      raise TypeError(
+        "`gradient_aggregator` must be a callable on (gradient, "
+        "Variable) pairs. Received: "
+        f"{type(gradient_aggregator).__name__}."
+      )
+    _validation.check_clip_exclusive(
+      kwargs.get("clipnorm"), kwargs.get("global_clipnorm")
+    )
     self._hyper: dict[str, Any] = {}
     self.learning_rate = learning_rate
     self.momentum = momentum
@@ -116,12 +128,12 @@ class SGD:
     self.gradient_aggregator = gradient_aggregator
     # Keras decides once whether momentum slots exist.
     self._use_momentum = _momentum.has_velocity(
-        momentum if not callable(momentum) else jnp.zeros(()))
+      momentum if not callable(momentum) else jnp.zeros(())
+    )
     self._store = SlotStore()
     self._binding: _binding.VariableBinding | _binding.PytreeBinding | None = None
     self._runner = _runner.StepRunner()
-    self._skipped = Variable(jnp.zeros((), jnp.int32), name="skipped",
-                             trainable=False)
+    self._skipped = Variable(jnp.zeros((), jnp.int32), name="skipped", trainable=False)
 
   # -- hyperparameters and names ---------------------------------------------
 
@@ -163,11 +175,13 @@ class SGD:
     else:
       self._store.iterations.assign(_inputs.as_count(value, "iterations"))
 
-  def add_slot(self, var: Any, slot_name: str, initializer: Any = "zeros",
-               shape: Any = None) -> Variable:
+  def add_slot(
+    self, var: Any, slot_name: str, initializer: Any = "zeros", shape: Any = None
+  ) -> Variable:
     """Adds (or returns the existing) slot `slot_name` for `var`."""
-    return self._store.slot(id(var), var, getattr(var, "name", "var"), slot_name,
-                            initializer, shape)
+    return self._store.slot(
+      id(var), var, getattr(var, "name", "var"), slot_name, initializer, shape
+    )
 
   def get_slot(self, var: Any, slot_name: str) -> Variable:
     return self._store.get(id(var), slot_name, getattr(var, "name", var))
@@ -197,8 +211,9 @@ class SGD:
     """Creates iterations and slots for `var_list` (Variables or a pytree)
     now, so `set_weights` works before the first step."""
     self._store.iterations  # noqa: B018  (created even for an empty list)
-    if isinstance(var_list, (list, tuple)) and all(isinstance(v, Variable)
-                                                   for v in var_list):
+    if isinstance(var_list, (list, tuple)) and all(
+      isinstance(v, Variable) for v in var_list
+    ):
       binding = self._bind(_binding.VariableBinding)
       for v in var_list:
         binding.add(v)
@@ -209,17 +224,25 @@ class SGD:
     """The binding, made on first use; the one place that refuses to train
     Variables and a pytree with one optimizer."""
     if self._binding is None:
-      self._binding = (_binding.VariableBinding(self._store, self._use_momentum)
-                       if kind is _binding.VariableBinding else
-                       _binding.PytreeBinding(self._store, self._use_momentum, params))
+      self._binding = (
+        _binding.VariableBinding(self._store, self._use_momentum)
+        if kind is _binding.VariableBinding
+        else _binding.PytreeBinding(self._store, self._use_momentum, params)
+      )
     if not isinstance(self._binding, kind):
       raise ValueError(_binding.BOTH)
     return self._binding
 
   # -- steps -------------------------------------------------------------------
 
-  def minimize(self, loss: Callable[[], Any], var_list: Any, grad_loss: Any = None,
-               name: str | None = None, tape: Any = None) -> Variable:
+  def minimize(
+    self,
+    loss: Callable[[], Any],
+    var_list: Any,
+    grad_loss: Any = None,
+    name: str | None = None,
+    tape: Any = None,
+  ) -> Variable:
     """Minimizes `loss` (a zero-argument callable) over `var_list`.
 
     Returns:
@@ -236,8 +259,12 @@ class SGD:
     """
     return _gradients.require_all(_gradients.compute_gradients(loss, params))
 
-  def apply_gradients(self, grads_and_vars: Iterable[Any], name: str | None = None,
-                      experimental_aggregate_gradients: bool = True) -> Variable:
+  def apply_gradients(
+    self,
+    grads_and_vars: Iterable[Any],
+    name: str | None = None,
+    experimental_aggregate_gradients: bool = True,
+  ) -> Variable:
     """Applies `(gradient, Variable)` pairs; `None` gradients are skipped.
 
     Variables may hold arrays sharded over many devices: the step runs on
@@ -259,7 +286,8 @@ class SGD:
     grads, variables = _inputs.split_pairs(grads_and_vars)
     if variables and experimental_aggregate_gradients:
       grads, variables = _inputs.split_pairs(
-          self._aggregate_gradients(list(zip(grads, variables))))
+        self._aggregate_gradients(list(zip(grads, variables)))
+      )
     if variables:  # Keras takes no step for an empty list
       slots = self._bind(_binding.VariableBinding).slots(grads, variables)
       donate = _binding.VariableBinding.donate(variables)
@@ -307,18 +335,35 @@ class SGD:
     new_leaves = self._run(leaves, grad_leaves, binding.slots, donate)
     return jax.tree.unflatten(treedef, new_leaves)
 
-  def _run(self, values: list[Any], grads: list[Any], slots: list[Variable],
-           donate_values: bool) -> list[jax.Array]:
+  def _run(
+    self,
+    values: list[Any],
+    grads: list[Any],
+    slots: list[Variable],
+    donate_values: bool,
+  ) -> list[jax.Array]:
     return self._runner.run(
-        _runner.StepConfig(
-            schedule=self._hyper["learning_rate"]
-            if _hyper.is_schedule(self._hyper["learning_rate"]) else None,
-            use_momentum=self._use_momentum, nesterov=self._nesterov,
-            clipvalue=self.clipvalue, clipnorm=self.clipnorm,
-            global_clipnorm=self.global_clipnorm, decay=self._decay,
-            skip_non_finite=self._skip_non_finite),
-        values, grads, slots, self.iterations, self._skipped,
-        self._hyper["learning_rate"], self._hyper["momentum"], donate_values)
+      _runner.StepConfig(
+        schedule=self._hyper["learning_rate"]
+        if _hyper.is_schedule(self._hyper["learning_rate"])
+        else None,
+        use_momentum=self._use_momentum,
+        nesterov=self._nesterov,
+        clipvalue=self.clipvalue,
+        clipnorm=self.clipnorm,
+        global_clipnorm=self.global_clipnorm,
+        decay=self._decay,
+        skip_non_finite=self._skip_non_finite,
+      ),
+      values,
+      grads,
+      slots,
+      self.iterations,
+      self._skipped,
+      self._hyper["learning_rate"],
+      self._hyper["momentum"],
+      donate_values,
+    )
 
   # -- configs -----------------------------------------------------------------
 
@@ -327,12 +372,14 @@ class SGD:
     for key in ("clipnorm", "clipvalue", "global_clipnorm"):
       if getattr(self, key) is not None:
         config[key] = getattr(self, key)
-    config.update({
+    config.update(
+      {
         "learning_rate": _hyper.serialize(self._hyper["learning_rate"]),
         "decay": self._decay,
         "momentum": _hyper.serialize(self._hyper["momentum"]),
         "nesterov": self._nesterov,
-    })
+      }
+    )
     if self._skip_non_finite:
       config["skip_non_finite"] = True
     return config
@@ -346,5 +393,6 @@ class SGD:
     return self._runner.compiled_count()
 
   def __repr__(self) -> str:
-    return (f"<optax_keras_sgd.SGD name={self._name!r} "
-            f"iterations={int(self.iterations)}>")
+    return (
+      f"<optax_keras_sgd.SGD name={self._name!r} iterations={int(self.iterations)}>"
+    )

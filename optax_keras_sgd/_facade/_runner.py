@@ -35,16 +35,15 @@ class StepConfig:
   skip_non_finite: bool = False
 
 
-def _step(config: StepConfig, values, grads, velocities, count, skipped, lr,
-          momentum):
+def _step(config: StepConfig, values, grads, velocities, count, skipped, lr, momentum):
   tx = _alias.sgd(
-      config.schedule if config.schedule is not None else lr,
-      momentum if config.use_momentum else 0.0,
-      config.nesterov,
-      clipvalue=config.clipvalue,
-      clipnorm=config.clipnorm,
-      global_clipnorm=config.global_clipnorm,
-      decay=config.decay,
+    config.schedule if config.schedule is not None else lr,
+    momentum if config.use_momentum else 0.0,
+    config.nesterov,
+    clipvalue=config.clipvalue,
+    clipnorm=config.clipnorm,
+    global_clipnorm=config.global_clipnorm,
+    decay=config.decay,
   )
   if config.skip_non_finite:
     tx = _non_finite.skip_non_finite(tx)
@@ -67,8 +66,9 @@ class CompiledSteps:
   def __init__(self):
     self._cache: dict[tuple[StepConfig, bool, bool], Any] = {}  # jitted
 
-  def get(self, config: StepConfig, donate_values: bool,
-          donate_state: bool) -> Callable[..., Any]:
+  def get(
+    self, config: StepConfig, donate_values: bool, donate_state: bool
+  ) -> Callable[..., Any]:
     """The step for `config`; donating the values (argument 0) and the
     velocities and counters (arguments 2 to 4) as asked."""
     key = (config, donate_values, donate_state)
@@ -90,9 +90,18 @@ class StepRunner:
   def __init__(self):
     self._steps = CompiledSteps()
 
-  def run(self, config: StepConfig, values: list[Any], grads: list[Any],
-          slots: list[Any], counter: Any, skipped: Any, learning_rate: Any,
-          momentum: Any, donate_values: bool) -> list[jax.Array]:
+  def run(
+    self,
+    config: StepConfig,
+    values: list[Any],
+    grads: list[Any],
+    slots: list[Any],
+    counter: Any,
+    skipped: Any,
+    learning_rate: Any,
+    momentum: Any,
+    donate_values: bool,
+  ) -> list[jax.Array]:
     """One step. `learning_rate` and `momentum` are as the facade holds them
     (`_hyperparameters`): a learning-rate schedule is traced into the step
     (it is `config.schedule`); momentum enters as a value, a schedule of it
@@ -104,11 +113,20 @@ class StepRunner:
     momentum = _hyperparameters.read(momentum) if config.use_momentum else zero
     # Whether to donate is decided before the state is read: a read would
     # count as one more owner.
-    step = self._steps.get(config, donate_values=donate_values,
-                           donate_state=sole_owner(slots + [counter, skipped]))
+    step = self._steps.get(
+      config,
+      donate_values=donate_values,
+      donate_state=sole_owner(slots + [counter, skipped]),
+    )
     new_values, velocities, count, new_skipped = step(
-        values, grads, [s.value() for s in slots], counter.value(), skipped.value(),
-        learning_rate, momentum)
+      values,
+      grads,
+      [s.value() for s in slots],
+      counter.value(),
+      skipped.value(),
+      learning_rate,
+      momentum,
+    )
     for s, x in zip(slots, velocities or []):
       s._value = x
     counter._value = count.astype(counter.dtype)

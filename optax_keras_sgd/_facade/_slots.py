@@ -34,8 +34,7 @@ class SlotStore:
   @property
   def iterations(self) -> Variable:
     if self._iterations is None:
-      self.set_counter(Variable(jnp.zeros((), jnp.int32), name="iter",
-                                trainable=False))
+      self.set_counter(Variable(jnp.zeros((), jnp.int32), name="iter", trainable=False))
     assert self._iterations is not None
     return self._iterations
 
@@ -49,15 +48,23 @@ class SlotStore:
     """
     if self._iterations is not None:
       raise RuntimeError(
-          "Cannot set `iterations` to a new Variable after the Optimizer "
-          f"weights have been created. Here it is attempting to set "
-          f"`iterations` to {variable!r}.")
+        "Cannot set `iterations` to a new Variable after the Optimizer "
+        f"weights have been created. Here it is attempting to set "
+        f"`iterations` to {variable!r}."
+      )
     _inputs.as_count(variable.numpy(), "iterations")
     self._iterations = variable
     self._weights.insert(0, variable)
 
-  def slot(self, key: Hashable, target: Any, name: str, slot_name: str,
-           initializer: Any = "zeros", shape: Any = None) -> Variable:
+  def slot(
+    self,
+    key: Hashable,
+    target: Any,
+    name: str,
+    slot_name: str,
+    initializer: Any = "zeros",
+    shape: Any = None,
+  ) -> Variable:
     """The slot `slot_name` of `target` (a Variable or an array), created on
     first use with `target`'s dtype and shape (or `shape`)."""
     slots = self._slots.setdefault(key, {})
@@ -74,8 +81,9 @@ class SlotStore:
     else:
       value = jnp.broadcast_to(jnp.asarray(initializer, dtype), shape)
     slots[slot_name] = Variable(value, name=f"{name}/{slot_name}", trainable=False)
-    self._owners[key] = target if isinstance(target, Variable) else \
-        jax.ShapeDtypeStruct(shape, dtype)
+    self._owners[key] = (
+      target if isinstance(target, Variable) else jax.ShapeDtypeStruct(shape, dtype)
+    )
     self.iterations  # noqa: B018  (the counter comes first in the weights)
     self._weights.append(slots[slot_name])
     return slots[slot_name]
@@ -84,8 +92,9 @@ class SlotStore:
     try:
       return self._slots[key][slot_name]
     except KeyError:
-      raise KeyError(f"No slot '{slot_name}' for variable '{what}'. Slot names: "
-                     f"{self._names}.") from None
+      raise KeyError(
+        f"No slot '{slot_name}' for variable '{what}'. Slot names: {self._names}."
+      ) from None
 
   @property
   def slot_names(self) -> list[str]:
@@ -97,8 +106,12 @@ class SlotStore:
 
   def get_weights(self) -> list[np.ndarray]:
     """`[iterations (int64), slot, slot, ...]`, as the reference returns."""
-    return [np.asarray(w.numpy()).astype(np.int64) if w is self._iterations
-            else np.asarray(w.numpy()) for w in self._weights]
+    return [
+      np.asarray(w.numpy()).astype(np.int64)
+      if w is self._iterations
+      else np.asarray(w.numpy())
+      for w in self._weights
+    ]
 
   def set_weights(self, weights: list[Any], optimizer: str) -> None:
     """Loads a list from `get_weights` (ours or the reference's): the length
@@ -107,17 +120,23 @@ class SlotStore:
     weights = list(weights)
     if len(self._weights) != len(weights):
       raise ValueError(
-          f"You called `set_weights(weights)` on optimizer {optimizer} "
-          f"with a  weight list of length {len(weights)}, "
-          f"but the optimizer was expecting {len(self._weights)} "
-          f"weights. Provided weights: {str(weights)[:50]}...")
+        f"You called `set_weights(weights)` on optimizer {optimizer} "
+        f"with a  weight list of length {len(weights)}, "
+        f"but the optimizer was expecting {len(self._weights)} "
+        f"weights. Provided weights: {str(weights)[:50]}..."
+      )
     staged = []
     for p, w in zip(self._weights, weights):
       w = np.asarray(w)
       if tuple(p.shape) != tuple(w.shape):
-        raise ValueError(f"Optimizer weight shape {tuple(p.shape)} not "
-                         f"compatible with provided weight shape {tuple(w.shape)}.")
-      staged.append(_inputs.as_count(w, "weights[0] (iterations)")
-                    if p is self._iterations else _inputs.as_slot_value(w, p))
+        raise ValueError(
+          f"Optimizer weight shape {tuple(p.shape)} not "
+          f"compatible with provided weight shape {tuple(w.shape)}."
+        )
+      staged.append(
+        _inputs.as_count(w, "weights[0] (iterations)")
+        if p is self._iterations
+        else _inputs.as_slot_value(w, p)
+      )
     for p, w in zip(self._weights, staged):
       p.assign(w)

@@ -14,27 +14,28 @@ try:
   import h5py  # noqa: F401
 except ImportError as e:  # pragma: no cover - depends on the environment
   raise ImportError(
-      "optax_keras_sgd.checkpoints needs the `checkpoints` extra: "
-      f"pip install 'optax-keras-sgd[checkpoints]' ({e}).") from e
+    "optax_keras_sgd.checkpoints needs the `checkpoints` extra: "
+    f"pip install 'optax-keras-sgd[checkpoints]' ({e})."
+  ) from e
 
 from optax_keras_sgd.checkpoints._bundle import CheckpointError  # noqa: E402
 from optax_keras_sgd.checkpoints._keras import build_keras_slots, keras_weights
 from optax_keras_sgd.checkpoints._migrate import (
-    to_optax,
-    to_sgd,
-    write_checkpoint,
-    write_h5,
+  to_optax,
+  to_sgd,
+  write_checkpoint,
+  write_h5,
 )
 from optax_keras_sgd.checkpoints._read import KerasState, read
 
 __all__ = (
-    "CheckpointError",
-    "KerasState",
-    "build_keras_slots",
-    "keras_weights",
-    "read",
-    "to_optax",
-    "to_sgd",
-    "write_checkpoint",
-    "write_h5",
+  "CheckpointError",
+  "KerasState",
+  "build_keras_slots",
+  "keras_weights",
+  "read",
+  "to_optax",
+  "to_sgd",
+  "write_checkpoint",
+  "write_h5",
 )

@@ -20,10 +20,21 @@ from optax_keras_sgd.checkpoints import _protos, _table
 
 # TensorFlow's DataType enum values -> NumPy dtypes (DT_STRING handled apart).
 _DTYPES = {
-    1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16,
-    6: np.int8, 8: np.complex64, 9: np.int64, 10: np.bool_,
-    14: jnp.bfloat16, 17: np.uint16, 18: np.complex128, 19: np.float16,
-    22: np.uint32, 23: np.uint64,
+  1: np.float32,
+  2: np.float64,
+  3: np.int32,
+  4: np.uint8,
+  5: np.int16,
+  6: np.int8,
+  8: np.complex64,
+  9: np.int64,
+  10: np.bool_,
+  14: jnp.bfloat16,
+  17: np.uint16,
+  18: np.complex128,
+  19: np.float16,
+  22: np.uint32,
+  23: np.uint64,
 }
 _DT_STRING = 7
 _CODES = {np.dtype(v): k for k, v in _DTYPES.items()}
@@ -52,8 +63,9 @@ class TensorBundle:
     self.prefix = str(prefix)
     index = f"{self.prefix}.index"
     if not os.path.exists(index):
-      raise FileNotFoundError(f"No TensorFlow checkpoint at {self.prefix!r}: "
-                              f"{index} does not exist.")
+      raise FileNotFoundError(
+        f"No TensorFlow checkpoint at {self.prefix!r}: {index} does not exist."
+      )
     try:
       table = _table.read_table(index)
     except _table.TableError as e:
@@ -62,8 +74,10 @@ class TensorBundle:
     if header.endianness != 0:
       raise CheckpointError(f"{index}: big-endian checkpoints are not supported.")
     self.num_shards = max(header.num_shards, 1)
-    self._entries = {key.decode(): _protos.BundleEntryProto.FromString(value)
-                     for key, value in table.items()}
+    self._entries = {
+      key.decode(): _protos.BundleEntryProto.FromString(value)
+      for key, value in table.items()
+    }
     self._data: dict[int, bytes] = {}
 
   def keys(self) -> list[str]:
@@ -84,8 +98,10 @@ class TensorBundle:
   def _raw(self, key: str) -> bytes:
     entry = self._entry(key)
     if entry.slices:
-      raise CheckpointError(f"{self.prefix}.index: {key!r} is saved in slices "
-                            "(a partitioned variable), which is not supported.")
+      raise CheckpointError(
+        f"{self.prefix}.index: {key!r} is saved in slices "
+        "(a partitioned variable), which is not supported."
+      )
     if entry.shard_id not in self._data:
       path = _data_path(self.prefix, entry.shard_id, self.num_shards)
       if not os.path.exists(path):
@@ -95,9 +111,10 @@ class TensorBundle:
     data = self._data[entry.shard_id]
     if entry.offset + entry.size > len(data):
       raise CheckpointError(
-          f"{_data_path(self.prefix, entry.shard_id, self.num_shards)}: {key!r} "
-          "runs past the end of the file (truncated?).")
-    return data[entry.offset:entry.offset + entry.size]
+        f"{_data_path(self.prefix, entry.shard_id, self.num_shards)}: {key!r} "
+        "runs past the end of the file (truncated?)."
+      )
+    return data[entry.offset : entry.offset + entry.size]
 
   def read(self, key: str) -> np.ndarray:
     """The tensor saved under `key`, checksum verified.
@@ -112,12 +129,15 @@ class TensorBundle:
     if entry.dtype == _DT_STRING:
       return _decode_strings(raw, shape, entry.crc32c, f"{self.prefix}: {key!r}")
     if entry.dtype not in _DTYPES:
-      raise CheckpointError(f"{self.prefix}.index: {key!r} has TensorFlow dtype "
-                            f"enum {entry.dtype}, which this reader does not know.")
+      raise CheckpointError(
+        f"{self.prefix}.index: {key!r} has TensorFlow dtype "
+        f"enum {entry.dtype}, which this reader does not know."
+      )
     if _table.masked_crc32c(raw) != entry.crc32c:
       raise CheckpointError(
-          f"{_data_path(self.prefix, entry.shard_id, self.num_shards)}: checksum "
-          f"mismatch for {key!r} (the file is corrupted).")
+        f"{_data_path(self.prefix, entry.shard_id, self.num_shards)}: checksum "
+        f"mismatch for {key!r} (the file is corrupted)."
+      )
     return np.frombuffer(raw, _DTYPES[entry.dtype]).reshape(shape).copy()
 
   def raw_entry(self, key: str) -> tuple[bytes, bytes]:
@@ -139,16 +159,19 @@ def _decode_strings(raw: bytes, shape, stored_crc: int, where: str) -> np.ndarra
   pos += 4
   values = []
   for n in lengths:
-    values.append(raw[pos:pos + n])
+    values.append(raw[pos : pos + n])
     pos += n
-  whole = crc_data + raw[pos - sum(lengths) - 4:pos - sum(lengths)] + b"".join(values)
+  whole = crc_data + raw[pos - sum(lengths) - 4 : pos - sum(lengths)] + b"".join(values)
   if _table.masked_crc32c(whole) != stored_crc:
     raise CheckpointError(f"{where}: checksum mismatch (the file is corrupted).")
   return np.array(values, dtype=object).reshape(shape)
 
 
-def write_bundle(prefix: str, tensors: dict[str, np.ndarray],
-                 copied: dict[str, tuple[bytes, bytes]] | None = None) -> None:
+def write_bundle(
+  prefix: str,
+  tensors: dict[str, np.ndarray],
+  copied: dict[str, tuple[bytes, bytes]] | None = None,
+) -> None:
   """Writes a one-shard checkpoint at `prefix` that TensorFlow reads.
 
   Args:
@@ -164,11 +187,14 @@ def write_bundle(prefix: str, tensors: dict[str, np.ndarray],
   for key, value in tensors.items():
     array = np.asarray(value, order="C")  # 0-d arrays stay 0-d
     if array.dtype not in _CODES:
-      raise TypeError(f"Cannot write {key!r}: dtype {array.dtype} has no "
-                      "TensorFlow checkpoint encoding here.")
+      raise TypeError(
+        f"Cannot write {key!r}: dtype {array.dtype} has no "
+        "TensorFlow checkpoint encoding here."
+      )
     raw = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-    entry = _protos.BundleEntryProto(dtype=_CODES[array.dtype],
-                                     crc32c=_table.masked_crc32c(raw))
+    entry = _protos.BundleEntryProto(
+      dtype=_CODES[array.dtype], crc32c=_table.masked_crc32c(raw)
+    )
     entry.shape.SetInParent()
     for size in array.shape:
       entry.shape.dim.add(size=size)

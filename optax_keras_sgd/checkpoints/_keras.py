@@ -21,8 +21,9 @@ def build_keras_slots(optimizer: Any, variables: list[Any]) -> None:
     variables: its model's trainable `tf.Variable`s.
   """
   if optimizer.weights:
-    raise ValueError("`optimizer` already has weights: build_keras_slots is for "
-                     "a fresh optimizer.")
+    raise ValueError(
+      "`optimizer` already has weights: build_keras_slots is for a fresh optimizer."
+    )
   saved = [v.numpy() for v in variables]
   optimizer.apply_gradients([(v * 0, v) for v in variables])
   for v, value in zip(variables, saved):
@@ -30,8 +31,13 @@ def build_keras_slots(optimizer: Any, variables: list[Any]) -> None:
   optimizer.iterations.assign(0)
 
 
-def keras_weights(params: Any, opt_state: Any, variables: list[Any] | None = None,
-                  *, names: _migrate.Names = None) -> list[np.ndarray]:
+def keras_weights(
+  params: Any,
+  opt_state: Any,
+  variables: list[Any] | None = None,
+  *,
+  names: _migrate.Names = None,
+) -> list[np.ndarray]:
   """Our state as the list a Keras SGD's `set_weights` takes: the step count
   (int64), then one velocity per variable.
 

@@ -41,8 +41,10 @@ def bundle_layout(bundle: _bundle.TensorBundle) -> Layout:
   """
   prefix = bundle.prefix
   if GRAPH_KEY not in bundle:
-    raise ValueError(f"{prefix}.index has no {GRAPH_KEY}: a name-based (TF1) "
-                     "checkpoint, which has no optimizer object to read.")
+    raise ValueError(
+      f"{prefix}.index has no {GRAPH_KEY}: a name-based (TF1) "
+      "checkpoint, which has no optimizer object to read."
+    )
   nodes = _protos.TrackableObjectGraph.FromString(bundle.read(GRAPH_KEY).item()).nodes
 
   def children(i: int) -> dict[str, int]:
@@ -59,17 +61,23 @@ def bundle_layout(bundle: _bundle.TensorBundle) -> Layout:
   def full_name(i: int) -> str:
     return saved(i)[0].full_name.split(":")[0] if saved(i) else f"node_{i}"
 
-  optimizers = [i for i, node in enumerate(nodes) if "iter" in children(i)
-                and (node.slot_variables or "learning_rate" in children(i))]
+  optimizers = [
+    i
+    for i, node in enumerate(nodes)
+    if "iter" in children(i) and (node.slot_variables or "learning_rate" in children(i))
+  ]
   if len(optimizers) != 1:
-    raise ValueError(f"{prefix}: expected one Keras optimizer (an object with "
-                     f"`iter`) in the checkpoint, found {len(optimizers)}.")
+    raise ValueError(
+      f"{prefix}: expected one Keras optimizer (an object with "
+      f"`iter`) in the checkpoint, found {len(optimizers)}."
+    )
   optimizer = optimizers[0]
   slots = nodes[optimizer].slot_variables
   unknown = sorted({s.slot_name for s in slots} - {"momentum"})
   if unknown:
-    raise ValueError(f"{prefix}: the optimizer has slots {unknown}; an SGD has "
-                     "only `momentum`.")
+    raise ValueError(
+      f"{prefix}: the optimizer has slots {unknown}; an SGD has only `momentum`."
+    )
   # The model's variables: every saved variable outside the optimizer (its
   # counter, hyperparameters, loss scale and slots) and the save counter.
   owned = {s.slot_variable_node_id for s in slots}
@@ -87,15 +95,21 @@ def bundle_layout(bundle: _bundle.TensorBundle) -> Layout:
     if {"current_loss_scale", "good_steps"} <= set(scale):
       loss_scale = {k: key(scale[k]) for k in ("current_loss_scale", "good_steps")}
   return Layout(
-      config=None,
-      iterations=key(kids["iter"]),
-      momentum={full_name(s.original_variable_node_id): key(s.slot_variable_node_id)
-                for s in slots},
-      variables={full_name(i): key(i) for i in range(len(nodes))
-                 if i not in owned and saved(i)},
-      hyperparameters={k: key(kids[k]) for k in ("learning_rate", "momentum", "decay")
-                       if k in kids and saved(kids[k])},
-      loss_scale=loss_scale,
+    config=None,
+    iterations=key(kids["iter"]),
+    momentum={
+      full_name(s.original_variable_node_id): key(s.slot_variable_node_id)
+      for s in slots
+    },
+    variables={
+      full_name(i): key(i) for i in range(len(nodes)) if i not in owned and saved(i)
+    },
+    hyperparameters={
+      k: key(kids[k])
+      for k in ("learning_rate", "momentum", "decay")
+      if k in kids and saved(kids[k])
+    },
+    loss_scale=loss_scale,
   )
 
 
@@ -119,29 +133,37 @@ def h5_layout(f, path: str) -> Layout:
     ValueError: naming the file and the key, if it holds no SGD state.
   """
   if "training_config" not in f.attrs:
-    raise ValueError(f"{path}: no `training_config` attribute: the model was "
-                     "saved without an optimizer (include_optimizer=False?).")
+    raise ValueError(
+      f"{path}: no `training_config` attribute: the model was "
+      "saved without an optimizer (include_optimizer=False?)."
+    )
   training = json.loads(_text(f.attrs["training_config"]))
   config = _sgd_config(training.get("optimizer_config"), path)
   if "optimizer_weights" not in f:
-    raise ValueError(f"{path}: no `optimizer_weights` group (the optimizer "
-                     "had not taken a step when the model was saved).")
+    raise ValueError(
+      f"{path}: no `optimizer_weights` group (the optimizer "
+      "had not taken a step when the model was saved)."
+    )
   group = f["optimizer_weights"]
   opt_name = config.get("name", "SGD")
   iterations, momentum = None, {}
   for name in names(group.attrs, "weight_names"):
     if name not in group:
-      raise ValueError(f"{path}: optimizer weight {name!r} is listed in "
-                       "`optimizer_weights/weight_names` but not stored.")
+      raise ValueError(
+        f"{path}: optimizer weight {name!r} is listed in "
+        "`optimizer_weights/weight_names` but not stored."
+      )
     parts = name.split(":")[0].split("/")
-    local = "/".join(parts[parts.index(opt_name) + 1:] if opt_name in parts else parts)
+    local = "/".join(parts[parts.index(opt_name) + 1 :] if opt_name in parts else parts)
     if local == "iter":
       iterations = f"optimizer_weights/{name}"
     elif local.endswith("/momentum"):
-      momentum[local[:-len("/momentum")]] = f"optimizer_weights/{name}"
+      momentum[local[: -len("/momentum")]] = f"optimizer_weights/{name}"
     else:
-      raise ValueError(f"{path}: optimizer weight {name!r} is not an SGD weight "
-                       "(`iter` or a `momentum` slot).")
+      raise ValueError(
+        f"{path}: optimizer weight {name!r} is not an SGD weight "
+        "(`iter` or a `momentum` slot)."
+      )
   if iterations is None:
     raise ValueError(f"{path}: `optimizer_weights` has no `iter`.")
   weights = "model_weights" if "model_weights" in f else ""
@@ -150,8 +172,9 @@ def h5_layout(f, path: str) -> Layout:
   for layer in names(root.attrs, "layer_names"):
     for name in names(root[layer].attrs, "weight_names"):
       variables[name.split(":")[0]] = "/".join(x for x in (weights, layer, name) if x)
-  return Layout(config=config, iterations=iterations, momentum=momentum,
-                variables=variables)
+  return Layout(
+    config=config, iterations=iterations, momentum=momentum, variables=variables
+  )
 
 
 def _text(value: Any) -> str:

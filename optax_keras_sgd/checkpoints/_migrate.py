@@ -26,8 +26,15 @@ from optax_keras_sgd.checkpoints import _bundle, _layout
 from optax_keras_sgd.checkpoints._read import KerasState, checkpoint_prefix
 
 Names = Mapping[str, str] | Callable[[str], str] | None
-_SGD_ARGS = ("learning_rate", "momentum", "nesterov", "clipvalue", "clipnorm",
-             "global_clipnorm", "decay")
+_SGD_ARGS = (
+  "learning_rate",
+  "momentum",
+  "nesterov",
+  "clipvalue",
+  "clipnorm",
+  "global_clipnorm",
+  "decay",
+)
 
 
 def leaf_path(path: tuple[Any, ...]) -> str:
@@ -45,15 +52,23 @@ def leaf_path(path: tuple[Any, ...]) -> str:
 
 def _targets(params: Any) -> tuple[list[str], list[Any], Any]:
   """Each parameter's path (a Variable's name), leaf and the tree def."""
-  if isinstance(params, (list, tuple)) and params and all(
-      isinstance(v, Variable) for v in params):
+  if (
+    isinstance(params, (list, tuple))
+    and params
+    and all(isinstance(v, Variable) for v in params)
+  ):
     return [v.name.split(":")[0] for v in params], list(params), None
   flat, treedef = jax.tree_util.tree_flatten_with_path(params)
   return [leaf_path(p) for p, _ in flat], [x for _, x in flat], treedef
 
 
-def match(keras_paths: list[str], params: Any, names: Names = None,
-          source: str = "the file", required: list[str] | None = None) -> list[str]:
+def match(
+  keras_paths: list[str],
+  params: Any,
+  names: Names = None,
+  source: str = "the file",
+  required: list[str] | None = None,
+) -> list[str]:
   """For each parameter of `params` (pytree leaves in order, or Variables),
   the Keras path it corresponds to.
 
@@ -65,8 +80,9 @@ def match(keras_paths: list[str], params: Any, names: Names = None,
       required Keras paths no parameter matches.
   """
   renamed = dict(names) if isinstance(names, Mapping) else {}
-  rename: Callable[[str], str] = names if callable(names) else (
-      lambda p: renamed.get(p, p))
+  rename: Callable[[str], str] = (
+    names if callable(names) else (lambda p: renamed.get(p, p))
+  )
   ours = {rename(k): k for k in keras_paths}
   paths, _, _ = _targets(params)
   missing = [p for p in paths if p not in ours]
@@ -74,10 +90,11 @@ def match(keras_paths: list[str], params: Any, names: Names = None,
   unmatched = sorted(needed - set(paths))
   if missing or unmatched:
     raise ValueError(
-        f"The parameters do not match the variables of {source}. Parameters "
-        f"with no Keras variable: {missing}; Keras variables with no parameter: "
-        f"{[ours[u] for u in unmatched]}. Pass `names` (a mapping from Keras "
-        "variable path to parameter path) for layers named differently.")
+      f"The parameters do not match the variables of {source}. Parameters "
+      f"with no Keras variable: {missing}; Keras variables with no parameter: "
+      f"{[ours[u] for u in unmatched]}. Pass `names` (a mapping from Keras "
+      "variable path to parameter path) for layers named differently."
+    )
   return [ours[p] for p in paths]
 
 
@@ -86,7 +103,8 @@ def sgd_kwargs(state: KerasState, overrides: Mapping[str, Any]) -> dict[str, Any
   values (float32), then `overrides`."""
   if state.config is not None:
     kwargs = _config.optimizer_kwargs_from_config(
-        {k: v for k, v in state.config.items() if k in _config.CONFIG_KEYS})
+      {k: v for k, v in state.config.items() if k in _config.CONFIG_KEYS}
+    )
   else:
     kwargs = {k: np.float32(v) for k, v in state.hyperparameters.items()}
     kwargs["decay"] = float(kwargs.get("decay", 0.0))
@@ -101,8 +119,10 @@ def _velocities(state: KerasState, params: Any, names: Names) -> list[jax.Array]
   """The file's velocity for each parameter, checked against it."""
   keras_paths = match(list(state.momentum), params, names, state.source)
   if not state.momentum and state.iterations:
-    raise ValueError(f"{state.source} has no momentum slots after "
-                     f"{state.iterations} steps, but the optimizer has momentum.")
+    raise ValueError(
+      f"{state.source} has no momentum slots after "
+      f"{state.iterations} steps, but the optimizer has momentum."
+    )
   out = []
   for path, leaf in zip(keras_paths, _targets(params)[1]):
     value = state.momentum.get(path)
@@ -110,17 +130,22 @@ def _velocities(state: KerasState, params: Any, names: Names) -> list[jax.Array]
     if value is None:  # no step taken yet: Keras has not made the slot
       value = np.zeros(np.shape(leaf), dtype)
     if value.shape != tuple(np.shape(leaf)):
-      raise ValueError(f"{state.source}: the momentum of {path!r} has shape "
-                       f"{value.shape}, but its parameter has shape {np.shape(leaf)}.")
+      raise ValueError(
+        f"{state.source}: the momentum of {path!r} has shape "
+        f"{value.shape}, but its parameter has shape {np.shape(leaf)}."
+      )
     if value.dtype != dtype:
-      raise TypeError(f"{state.source}: the momentum of {path!r} has dtype "
-                      f"{value.dtype}, but its parameter has dtype {dtype}.")
+      raise TypeError(
+        f"{state.source}: the momentum of {path!r} has dtype "
+        f"{value.dtype}, but its parameter has dtype {dtype}."
+      )
     out.append(jnp.asarray(value))
   return out
 
 
-def to_optax(state: KerasState, params: Any, *, names: Names = None,
-             **overrides: Any) -> tuple[optax.GradientTransformation, Any]:
+def to_optax(
+  state: KerasState, params: Any, *, names: Names = None, **overrides: Any
+) -> tuple[optax.GradientTransformation, Any]:
   """The functional optimizer and its state, continuing the file's run.
 
   Args:
@@ -149,8 +174,9 @@ def to_optax(state: KerasState, params: Any, *, names: Names = None,
   return tx, opt_state
 
 
-def to_sgd(state: KerasState, params: Any, *, names: Names = None,
-           **overrides: Any) -> SGD:
+def to_sgd(
+  state: KerasState, params: Any, *, names: Names = None, **overrides: Any
+) -> SGD:
   """The `SGD` facade, built for `params` (a list of `Variable`s or a pytree)
   and holding the file's step count and velocities. Arguments as in
   `to_optax`."""
@@ -166,8 +192,7 @@ def to_sgd(state: KerasState, params: Any, *, names: Names = None,
 # -- writing back -------------------------------------------------------------
 
 
-def _our_state(params: Any, opt_state: Any) -> tuple[list[Any], int,
-                                                      list[Any] | None]:
+def _our_state(params: Any, opt_state: Any) -> tuple[list[Any], int, list[Any] | None]:
   """Our run's parameter values, step count and velocities (None without
   momentum), in the order of `params`."""
   _, leaves, treedef = _targets(params)
@@ -177,29 +202,39 @@ def _our_state(params: Any, opt_state: Any) -> tuple[list[Any], int,
     if len(weights) == 1:
       return values, int(weights[0]), None
     if treedef is None:  # Variables: their slots, in their order
-      return values, int(weights[0]), [
-          np.asarray(opt_state.get_slot(v, "momentum").numpy()) for v in params]
+      return (
+        values,
+        int(weights[0]),
+        [np.asarray(opt_state.get_slot(v, "momentum").numpy()) for v in params],
+      )
     return values, int(weights[0]), weights[1:]
   velocity = _state.velocity(opt_state)
-  return values, int(_state.iterations(opt_state)), (
-      None if velocity is None else [np.asarray(v) for v in jax.tree.leaves(velocity)])
+  return (
+    values,
+    int(_state.iterations(opt_state)),
+    (None if velocity is None else [np.asarray(v) for v in jax.tree.leaves(velocity)]),
+  )
 
 
-def _replacements(layout: _layout.Layout, params: Any, opt_state: Any,
-                  names: Names, source: str) -> dict[str, np.ndarray]:
+def _replacements(
+  layout: _layout.Layout, params: Any, opt_state: Any, names: Names, source: str
+) -> dict[str, np.ndarray]:
   """Key -> new value for the parameters, their slots and the step count.
   Every variable with a momentum slot must be among `params`; other model
   variables (such as batch statistics) keep the template's values unless
   `params` has them too."""
   values, count, velocities = _our_state(params, opt_state)
-  keras_paths = match(list(layout.variables), params, names, source,
-                      required=list(layout.momentum))
+  keras_paths = match(
+    list(layout.variables), params, names, source, required=list(layout.momentum)
+  )
   out = {layout.variables[k]: v for k, v in zip(keras_paths, values)}
   out[layout.iterations] = np.asarray(count)
   if velocities is None:
     if layout.momentum:
-      raise ValueError(f"{source} has momentum slots, but the state to write "
-                       "has no velocity (an SGD without momentum).")
+      raise ValueError(
+        f"{source} has momentum slots, but the state to write "
+        "has no velocity (an SGD without momentum)."
+      )
     return out
   for k, v in zip(keras_paths, velocities):
     if k not in layout.momentum:
@@ -208,20 +243,31 @@ def _replacements(layout: _layout.Layout, params: Any, opt_state: Any,
   return out
 
 
-def _checked(key: str, new: np.ndarray, old_shape, old_dtype,
-             target: str) -> np.ndarray:
+def _checked(
+  key: str, new: np.ndarray, old_shape, old_dtype, target: str
+) -> np.ndarray:
   if tuple(new.shape) != tuple(old_shape):
-    raise ValueError(f"{target}: {key!r} has shape {tuple(old_shape)}; the value "
-                     f"to write has shape {new.shape}.")
+    raise ValueError(
+      f"{target}: {key!r} has shape {tuple(old_shape)}; the value "
+      f"to write has shape {new.shape}."
+    )
   cast = new.astype(old_dtype)
   if not np.array_equal(cast.astype(new.dtype), new, equal_nan=True):
-    raise TypeError(f"{target}: {key!r} has dtype {old_dtype}; the value to "
-                    f"write ({new.dtype}) does not convert to it exactly.")
+    raise TypeError(
+      f"{target}: {key!r} has dtype {old_dtype}; the value to "
+      f"write ({new.dtype}) does not convert to it exactly."
+    )
   return cast
 
 
-def write_h5(path: str | os.PathLike, template: str | os.PathLike, params: Any,
-             opt_state: Any, *, names: Names = None) -> None:
+def write_h5(
+  path: str | os.PathLike,
+  template: str | os.PathLike,
+  params: Any,
+  opt_state: Any,
+  *,
+  names: Names = None,
+) -> None:
   """Writes a Keras H5 model file that `tf_keras.models.load_model` loads,
   optimizer state included: `template` (the H5 file the run started from)
   with its variables, step count and momentum slots replaced by ours.
@@ -241,8 +287,9 @@ def write_h5(path: str | os.PathLike, template: str | os.PathLike, params: Any,
   with h5py.File(template, "r") as f:
     layout = _layout.h5_layout(f, template)
     replaced = _replacements(layout, params, opt_state, names, template)
-    new = {k: _checked(k, v, f[k].shape, f[k].dtype, template)
-           for k, v in replaced.items()}
+    new = {
+      k: _checked(k, v, f[k].shape, f[k].dtype, template) for k, v in replaced.items()
+    }
   partial = path + ".partial"
   shutil.copyfile(template, partial)
   with h5py.File(partial, "r+") as f:
@@ -251,8 +298,14 @@ def write_h5(path: str | os.PathLike, template: str | os.PathLike, params: Any,
   os.replace(partial, path)
 
 
-def write_checkpoint(prefix: str | os.PathLike, template: str | os.PathLike,
-                     params: Any, opt_state: Any, *, names: Names = None) -> None:
+def write_checkpoint(
+  prefix: str | os.PathLike,
+  template: str | os.PathLike,
+  params: Any,
+  opt_state: Any,
+  *,
+  names: Names = None,
+) -> None:
   """Writes a TensorFlow checkpoint that `tf.train.Checkpoint(...).restore`
   (or `model.load_weights`) loads, optimizer state included: `template`'s
   tensors and object graph, with its variables, step count and momentum

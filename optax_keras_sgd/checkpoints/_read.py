@@ -94,15 +94,20 @@ def checkpoint_prefix(path: str) -> str:
         if line.startswith("model_checkpoint_path:"):
           name = json.loads(line.split(":", 1)[1].strip())
           return name if os.path.isabs(name) else os.path.join(path, name)
-  raise FileNotFoundError(f"{path} has no TensorFlow checkpoint: no `checkpoint` "
-                          "file and no `variables/variables.index`.")
+  raise FileNotFoundError(
+    f"{path} has no TensorFlow checkpoint: no `checkpoint` "
+    "file and no `variables/variables.index`."
+  )
 
 
 def _state(source: str, layout: _layout.Layout, fetch) -> KerasState:
   fetch_all = lambda keys: {k: fetch(v) for k, v in keys.items()}  # noqa: E731
   return KerasState(
-      source=source, config=layout.config,
-      iterations=int(fetch(layout.iterations)),
-      momentum=fetch_all(layout.momentum), variables=fetch_all(layout.variables),
-      hyperparameters=fetch_all(layout.hyperparameters),
-      loss_scale=fetch_all(layout.loss_scale))
+    source=source,
+    config=layout.config,
+    iterations=int(fetch(layout.iterations)),
+    momentum=fetch_all(layout.momentum),
+    variables=fetch_all(layout.variables),
+    hyperparameters=fetch_all(layout.hyperparameters),
+    loss_scale=fetch_all(layout.loss_scale),
+  )

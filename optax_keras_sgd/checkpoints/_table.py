@@ -55,14 +55,17 @@ def _block(data: bytes, handle: tuple[int, int], path: str) -> bytes:
   offset, size = handle
   if offset + size + 5 > len(data):
     raise TableError(f"{path}: a block runs past the end of the file (truncated?).")
-  contents, kind = data[offset:offset + size], data[offset + size]
+  contents, kind = data[offset : offset + size], data[offset + size]
   (stored,) = struct.unpack_from("<I", data, offset + size + 1)
   if masked_crc32c(contents + bytes([kind])) != stored:
-    raise TableError(f"{path}: block checksum mismatch at offset {offset} "
-                     "(the file is corrupted).")
+    raise TableError(
+      f"{path}: block checksum mismatch at offset {offset} (the file is corrupted)."
+    )
   if kind != 0:
-    raise TableError(f"{path}: compressed blocks (type {kind}) are not supported; "
-                     "TensorFlow writes checkpoint indexes uncompressed.")
+    raise TableError(
+      f"{path}: compressed blocks (type {kind}) are not supported; "
+      "TensorFlow writes checkpoint indexes uncompressed."
+    )
   return contents
 
 
@@ -74,9 +77,9 @@ def _entries(block: bytes) -> list[tuple[bytes, bytes]]:
     shared, pos = _varint(block, pos)
     unshared, pos = _varint(block, pos)
     length, pos = _varint(block, pos)
-    key = key[:shared] + block[pos:pos + unshared]
+    key = key[:shared] + block[pos : pos + unshared]
     pos += unshared
-    out.append((key, block[pos:pos + length]))
+    out.append((key, block[pos : pos + length]))
     pos += length
   return out
 
@@ -96,10 +99,12 @@ def read_table(path: str) -> dict[bytes, bytes]:
   """
   with open(path, "rb") as f:
     data = f.read()
-  if (len(data) < _FOOTER_SIZE
-      or struct.unpack_from("<Q", data, len(data) - 8)[0] != _MAGIC):
+  if (
+    len(data) < _FOOTER_SIZE
+    or struct.unpack_from("<Q", data, len(data) - 8)[0] != _MAGIC
+  ):
     raise TableError(f"{path}: not a TensorFlow checkpoint index (no table footer).")
-  footer = data[len(data) - _FOOTER_SIZE:]
+  footer = data[len(data) - _FOOTER_SIZE :]
   _, pos = _varint(footer, 0)  # metaindex offset
   _, pos = _varint(footer, pos)  # metaindex size
   index_offset, pos = _varint(footer, pos)
@@ -115,13 +120,17 @@ def _build_block(entries: list[tuple[bytes, bytes]]) -> bytes:
   for i, (key, value) in enumerate(entries):
     shared = 0
     if i % _RESTART_INTERVAL:
-      while (shared < min(len(key), len(previous))
-             and key[shared] == previous[shared]):
+      while shared < min(len(key), len(previous)) and key[shared] == previous[shared]:
         shared += 1
     else:
       restarts.append(len(out))
-    out += (_put_varint(shared) + _put_varint(len(key) - shared)
-            + _put_varint(len(value)) + key[shared:] + value)
+    out += (
+      _put_varint(shared)
+      + _put_varint(len(key) - shared)
+      + _put_varint(len(value))
+      + key[shared:]
+      + value
+    )
     previous = key
   restarts = restarts or [0]
   out += struct.pack(f"<{len(restarts)}I", *restarts) + struct.pack("<I", len(restarts))

@@ -7,22 +7,22 @@ reference's dict format, so configs move between TensorFlow and JAX.
 
 from optax_keras_sgd.schedules._base import LearningRateSchedule, deserialize, serialize
 from optax_keras_sgd.schedules._decays import (
-    CosineDecay,
-    CosineDecayRestarts,
-    ExponentialDecay,
-    InverseTimeDecay,
-    PiecewiseConstantDecay,
-    PolynomialDecay,
+  CosineDecay,
+  CosineDecayRestarts,
+  ExponentialDecay,
+  InverseTimeDecay,
+  PiecewiseConstantDecay,
+  PolynomialDecay,
 )
 
 __all__ = (
-    "CosineDecay",
-    "CosineDecayRestarts",
-    "ExponentialDecay",
-    "InverseTimeDecay",
-    "LearningRateSchedule",
-    "PiecewiseConstantDecay",
-    "PolynomialDecay",
-    "deserialize",
-    "serialize",
+  "CosineDecay",
+  "CosineDecayRestarts",
+  "ExponentialDecay",
+  "InverseTimeDecay",
+  "LearningRateSchedule",
+  "PiecewiseConstantDecay",
+  "PolynomialDecay",
+  "deserialize",
+  "serialize",
 )

@@ -35,8 +35,9 @@ class LearningRateSchedule(abc.ABC):
 
   def __init_subclass__(cls, **kwargs):
     super().__init_subclass__(**kwargs)
-    if cls.__module__.startswith("optax_keras_sgd.schedules") and \
-        not cls.__name__.startswith("_"):
+    if cls.__module__.startswith(
+      "optax_keras_sgd.schedules"
+    ) and not cls.__name__.startswith("_"):
       _BUILTINS[cls.__name__] = cls
 
   @abc.abstractmethod
@@ -78,20 +79,23 @@ def serialize(schedule: LearningRateSchedule) -> dict[str, Any]:
     'InverseTimeDecay'
   """
   if not isinstance(schedule, LearningRateSchedule):
-    raise TypeError("`schedule` must be an optax_keras_sgd.schedules."
-                    f"LearningRateSchedule. Received: {schedule!r}.")
+    raise TypeError(
+      "`schedule` must be an optax_keras_sgd.schedules."
+      f"LearningRateSchedule. Received: {schedule!r}."
+    )
   name = type(schedule).__name__
   builtin = _BUILTINS.get(name) is type(schedule)
   return {
-      "module": KERAS_MODULE if builtin else None,
-      "class_name": name,
-      "config": schedule.get_config(),
-      "registered_name": None if builtin else name,
+    "module": KERAS_MODULE if builtin else None,
+    "class_name": name,
+    "config": schedule.get_config(),
+    "registered_name": None if builtin else name,
   }
 
 
-def deserialize(config: dict[str, Any],
-                custom_objects: dict[str, Any] | None = None) -> LearningRateSchedule:
+def deserialize(
+  config: dict[str, Any], custom_objects: dict[str, Any] | None = None
+) -> LearningRateSchedule:
   """Builds a schedule from `serialize`'s dict, ours or the reference's.
 
   Raises:
@@ -106,10 +110,13 @@ def deserialize(config: dict[str, Any],
     >>> round(float(schedules.deserialize(config)(10)), 6)
     0.05
   """
-  if not isinstance(config, dict) or "class_name" not in config \
-      or "config" not in config:
-    raise ValueError("A serialized schedule is a dict with `class_name` and "
-                     f"`config`. Received: {config!r}.")
+  if (
+    not isinstance(config, dict) or "class_name" not in config or "config" not in config
+  ):
+    raise ValueError(
+      "A serialized schedule is a dict with `class_name` and "
+      f"`config`. Received: {config!r}."
+    )
   custom_objects = custom_objects or {}
   names = [config.get("registered_name"), config["class_name"]]
   for name in names:
@@ -118,6 +125,7 @@ def deserialize(config: dict[str, Any],
   cls = _BUILTINS.get(config["class_name"])
   if cls is None:
     raise ValueError(
-        f"Unknown schedule: '{config['class_name']}'. Built-in schedules are "
-        f"{sorted(_BUILTINS)}; pass other classes in `custom_objects`.")
+      f"Unknown schedule: '{config['class_name']}'. Built-in schedules are "
+      f"{sorted(_BUILTINS)}; pass other classes in `custom_objects`."
+    )
   return cls.from_config(config["config"])

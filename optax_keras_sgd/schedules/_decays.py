@@ -51,8 +51,9 @@ def _reciprocal(x: Any) -> np.float32:
   return np.float32(1) / np.float32(x)
 
 
-def _inputs(step: Any,
-            *constants: Any) -> tuple[jax.Array, bool, tuple[jax.Array, ...]]:
+def _inputs(
+  step: Any, *constants: Any
+) -> tuple[jax.Array, bool, tuple[jax.Array, ...]]:
   """The step as float32, whether it is traced, and the constants as arrays.
 
   A traced step selects TensorFlow's graph-mode form. Each constant `c` is
@@ -85,8 +86,14 @@ def _number(name: str, value: Any, cls: str) -> None:
 class _RateDecay(LearningRateSchedule):
   """The arguments and config shared by ExponentialDecay and InverseTimeDecay."""
 
-  def __init__(self, initial_learning_rate: float, decay_steps: float,
-               decay_rate: float, staircase: bool = False, name: str | None = None):
+  def __init__(
+    self,
+    initial_learning_rate: float,
+    decay_steps: float,
+    decay_rate: float,
+    staircase: bool = False,
+    name: str | None = None,
+  ):
     cls = type(self).__name__
     _number("initial_learning_rate", initial_learning_rate, cls)
     _positive("decay_steps", decay_steps, cls)
@@ -98,9 +105,13 @@ class _RateDecay(LearningRateSchedule):
     self.name = name
 
   def get_config(self):
-    return {"initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps, "decay_rate": self.decay_rate,
-            "staircase": self.staircase, "name": self.name}
+    return {
+      "initial_learning_rate": self.initial_learning_rate,
+      "decay_steps": self.decay_steps,
+      "decay_rate": self.decay_rate,
+      "staircase": self.staircase,
+      "name": self.name,
+    }
 
 
 class ExponentialDecay(_RateDecay):
@@ -117,8 +128,12 @@ class ExponentialDecay(_RateDecay):
 
   def __call__(self, step):
     step, graph, (initial, rate, decay_steps, inverse) = _inputs(
-        step, self.initial_learning_rate, self.decay_rate, self.decay_steps,
-        _reciprocal(self.decay_steps))
+      step,
+      self.initial_learning_rate,
+      self.decay_rate,
+      self.decay_steps,
+      _reciprocal(self.decay_steps),
+    )
     p = step * inverse if graph else step / decay_steps
     if self.staircase:
       p = jnp.floor(p)
@@ -136,19 +151,23 @@ class PiecewiseConstantDecay(LearningRateSchedule):
     [1.0, 1.0, 0.5, 0.5, 0.1]
   """
 
-  def __init__(self, boundaries: Sequence[float], values: Sequence[float],
-               name: str | None = None):
+  def __init__(
+    self, boundaries: Sequence[float], values: Sequence[float], name: str | None = None
+  ):
     boundaries, values = list(boundaries), list(values)
     if len(boundaries) != len(values) - 1:
       raise ValueError(
-          "The length of boundaries should be 1 less than the length of "
-          f"values. Received: boundaries={boundaries} of length "
-          f"{len(boundaries)}, and values={values} of length {len(values)}.")
+        "The length of boundaries should be 1 less than the length of "
+        f"values. Received: boundaries={boundaries} of length "
+        f"{len(boundaries)}, and values={values} of length {len(values)}."
+      )
     for b in boundaries:
       _number("boundaries[i]", b, "PiecewiseConstantDecay")
     if any(b2 < b1 for b1, b2 in zip(boundaries, boundaries[1:])):
-      raise ValueError("PiecewiseConstantDecay: `boundaries` must be increasing. "
-                       f"Received: boundaries={boundaries}.")
+      raise ValueError(
+        "PiecewiseConstantDecay: `boundaries` must be increasing. "
+        f"Received: boundaries={boundaries}."
+      )
     self.boundaries = boundaries
     self.values = values
     self.name = name
@@ -160,8 +179,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
     return jnp.asarray(self.values, F32)[index]
 
   def get_config(self):
-    return {"boundaries": self.boundaries, "values": self.values,
-            "name": self.name}
+    return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
 
 
 class PolynomialDecay(LearningRateSchedule):
@@ -177,9 +195,15 @@ class PolynomialDecay(LearningRateSchedule):
     0.0325
   """
 
-  def __init__(self, initial_learning_rate: float, decay_steps: float,
-               end_learning_rate: float = 0.0001, power: float = 1.0,
-               cycle: bool = False, name: str | None = None):
+  def __init__(
+    self,
+    initial_learning_rate: float,
+    decay_steps: float,
+    end_learning_rate: float = 0.0001,
+    power: float = 1.0,
+    cycle: bool = False,
+    name: str | None = None,
+  ):
     _number("initial_learning_rate", initial_learning_rate, "PolynomialDecay")
     _positive("decay_steps", decay_steps, "PolynomialDecay")
     _number("end_learning_rate", end_learning_rate, "PolynomialDecay")
@@ -193,9 +217,14 @@ class PolynomialDecay(LearningRateSchedule):
 
   def __call__(self, step):
     step, graph, (end, power, decay_steps, inverse, span, one) = _inputs(
-        step, self.end_learning_rate, self.power, self.decay_steps,
-        _reciprocal(self.decay_steps),
-        _f32(self.initial_learning_rate) - _f32(self.end_learning_rate), 1.0)
+      step,
+      self.end_learning_rate,
+      self.power,
+      self.decay_steps,
+      _reciprocal(self.decay_steps),
+      _f32(self.initial_learning_rate) - _f32(self.end_learning_rate),
+      1.0,
+    )
     if self.cycle:
       periods = rounded(step * inverse) if graph else step / decay_steps
       multiplier = jnp.where(step == 0, one, jnp.ceil(periods))
@@ -211,14 +240,19 @@ class PolynomialDecay(LearningRateSchedule):
     return rounded(scaled) + end
 
   def get_config(self):
-    return {"initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps,
-            "end_learning_rate": self.end_learning_rate, "power": self.power,
-            "cycle": self.cycle, "name": self.name}
+    return {
+      "initial_learning_rate": self.initial_learning_rate,
+      "decay_steps": self.decay_steps,
+      "end_learning_rate": self.end_learning_rate,
+      "power": self.power,
+      "cycle": self.cycle,
+      "name": self.name,
+    }
 
 
-def _graph_power(x: jax.Array, exponent: float, power: jax.Array,
-                 one: jax.Array, scale: jax.Array) -> jax.Array:
+def _graph_power(
+  x: jax.Array, exponent: float, power: jax.Array, one: jax.Array, scale: jax.Array
+) -> jax.Array:
   """`x ** power * scale` as TensorFlow's graph optimizer rewrites it.
 
   A constant power 2 becomes `x * x`, 3 becomes `x * square(x)` (on CPU, and
@@ -229,9 +263,14 @@ def _graph_power(x: jax.Array, exponent: float, power: jax.Array,
   if exponent == 3.0:
     return (x * x) * (scale * x)
   # `rounded` keeps XLA from turning `1 / sqrt(x)` into its `rsqrt`.
-  forms = {2.0: lambda: x * x, 1.0: lambda: x, 0.5: lambda: jnp.sqrt(x),
-           0.0: lambda: jnp.ones_like(x),
-           -0.5: lambda: one / rounded(jnp.sqrt(x)), -1.0: lambda: one / x}
+  forms = {
+    2.0: lambda: x * x,
+    1.0: lambda: x,
+    0.5: lambda: jnp.sqrt(x),
+    0.0: lambda: jnp.ones_like(x),
+    -0.5: lambda: one / rounded(jnp.sqrt(x)),
+    -1.0: lambda: one / x,
+  }
   form = forms.get(exponent)
   return (form() if form else jnp.power(x, power)) * scale
 
@@ -247,9 +286,14 @@ class InverseTimeDecay(_RateDecay):
 
   def __call__(self, step):
     step, graph, (initial, rate, decay_steps, inverse, rate_inverse, one) = _inputs(
-        step, self.initial_learning_rate, self.decay_rate, self.decay_steps,
-        _reciprocal(self.decay_steps),
-        _f32(self.decay_rate) * _reciprocal(self.decay_steps), 1.0)
+      step,
+      self.initial_learning_rate,
+      self.decay_rate,
+      self.decay_steps,
+      _reciprocal(self.decay_steps),
+      _f32(self.decay_rate) * _reciprocal(self.decay_steps),
+      1.0,
+    )
     if graph and not self.staircase:
       # `decay_rate * (step * (1/decay_steps))`, the constants folded.
       return initial / (rounded(step * rate_inverse) + one)
@@ -265,8 +309,15 @@ def _cosine_constants(alpha: float, period: float) -> tuple[Any, ...]:
   `(1 - alpha) * 0.5`, and the folded `pi * (1/period)` (0 for a warmup-only
   schedule, which never uses it)."""
   pi = _f32(math.pi)
-  return (pi, 1.0, 0.5, alpha, 1 - alpha, _f32(1 - alpha) * _f32(0.5),
-          pi * _reciprocal(period) if period else 0.0)
+  return (
+    pi,
+    1.0,
+    0.5,
+    alpha,
+    1 - alpha,
+    _f32(1 - alpha) * _f32(0.5),
+    pi * _reciprocal(period) if period else 0.0,
+  )
 
 
 def _cosine(fraction, constants):
@@ -288,9 +339,15 @@ class CosineDecay(LearningRateSchedule):
     [0.1, 0.2, 0.02]
   """
 
-  def __init__(self, initial_learning_rate: float, decay_steps: float,
-               alpha: float = 0.0, name: str | None = None,
-               warmup_target: float | None = None, warmup_steps: float = 0):
+  def __init__(
+    self,
+    initial_learning_rate: float,
+    decay_steps: float,
+    alpha: float = 0.0,
+    name: str | None = None,
+    warmup_target: float | None = None,
+    warmup_steps: float = 0,
+  ):
     _number("initial_learning_rate", initial_learning_rate, "CosineDecay")
     if warmup_target is None:
       _positive("decay_steps", decay_steps, "CosineDecay")
@@ -300,13 +357,17 @@ class CosineDecay(LearningRateSchedule):
       _number("warmup_target", warmup_target, "CosineDecay")
       _number("decay_steps", decay_steps, "CosineDecay")
       if decay_steps < 0:
-        raise ValueError("CosineDecay: `decay_steps` must be >= 0. Received: "
-                         f"decay_steps={decay_steps}.")
+        raise ValueError(
+          "CosineDecay: `decay_steps` must be >= 0. Received: "
+          f"decay_steps={decay_steps}."
+        )
     _number("alpha", alpha, "CosineDecay")
     _number("warmup_steps", warmup_steps, "CosineDecay")
     if warmup_steps < 0:
-      raise ValueError("CosineDecay: `warmup_steps` must be >= 0. Received: "
-                       f"warmup_steps={warmup_steps}.")
+      raise ValueError(
+        "CosineDecay: `warmup_steps` must be >= 0. Received: "
+        f"warmup_steps={warmup_steps}."
+      )
     self.initial_learning_rate = initial_learning_rate
     self.decay_steps = decay_steps
     self.alpha = alpha
@@ -317,10 +378,14 @@ class CosineDecay(LearningRateSchedule):
   def __call__(self, step):
     warmup = self.warmup_target is not None
     step, graph, constants = _inputs(
-        step, self.initial_learning_rate, self.decay_steps,
-        self.warmup_target if warmup else 0.0, self.warmup_steps,
-        _f32(self.decay_steps) + _f32(self.warmup_steps),
-        *_cosine_constants(self.alpha, self.decay_steps))
+      step,
+      self.initial_learning_rate,
+      self.decay_steps,
+      self.warmup_target if warmup else 0.0,
+      self.warmup_steps,
+      _f32(self.decay_steps) + _f32(self.warmup_steps),
+      *_cosine_constants(self.alpha, self.decay_steps),
+    )
     initial, decay_steps, target, warmup_steps, horizon = constants[:5]
     cosine = constants[5:]
     if not warmup:
@@ -341,10 +406,14 @@ class CosineDecay(LearningRateSchedule):
     return jnp.where(step < warmup_steps, rising, decaying)
 
   def get_config(self):
-    return {"initial_learning_rate": self.initial_learning_rate,
-            "decay_steps": self.decay_steps, "alpha": self.alpha,
-            "name": self.name, "warmup_target": self.warmup_target,
-            "warmup_steps": self.warmup_steps}
+    return {
+      "initial_learning_rate": self.initial_learning_rate,
+      "decay_steps": self.decay_steps,
+      "alpha": self.alpha,
+      "name": self.name,
+      "warmup_target": self.warmup_target,
+      "warmup_steps": self.warmup_steps,
+    }
 
 
 class CosineDecayRestarts(LearningRateSchedule):
@@ -358,9 +427,15 @@ class CosineDecayRestarts(LearningRateSchedule):
     0.0505
   """
 
-  def __init__(self, initial_learning_rate: float, first_decay_steps: float,
-               t_mul: float = 2.0, m_mul: float = 1.0, alpha: float = 0.0,
-               name: str | None = None):
+  def __init__(
+    self,
+    initial_learning_rate: float,
+    first_decay_steps: float,
+    t_mul: float = 2.0,
+    m_mul: float = 1.0,
+    alpha: float = 0.0,
+    name: str | None = None,
+  ):
     _number("initial_learning_rate", initial_learning_rate, "CosineDecayRestarts")
     _positive("first_decay_steps", first_decay_steps, "CosineDecayRestarts")
     _positive("t_mul", t_mul, "CosineDecayRestarts")
@@ -380,20 +455,49 @@ class CosineDecayRestarts(LearningRateSchedule):
     log_t32 = _f32(math.log(t_mul32)) if geometric else _f32(1)
     keep32, shrink32 = _f32(1) - alpha32, _f32(1) - t_mul32
     step, graph, constants = _inputs(
-        step, self.initial_learning_rate, self.first_decay_steps,
-        _reciprocal(self.first_decay_steps), t_mul32, self.m_mul, alpha32, 1.0,
-        0.5, math.pi, log_t32, shrink32, keep32, _reciprocal(log_t32),
-        _reciprocal(shrink32) if geometric else 1.0, keep32 * _f32(0.5))
-    (initial, periods, inverse, t_mul, m_mul, alpha, one, half, pi, log_t,
-     shrink, keep, inverse_log_t, inverse_shrink, keep_half) = constants
+      step,
+      self.initial_learning_rate,
+      self.first_decay_steps,
+      _reciprocal(self.first_decay_steps),
+      t_mul32,
+      self.m_mul,
+      alpha32,
+      1.0,
+      0.5,
+      math.pi,
+      log_t32,
+      shrink32,
+      keep32,
+      _reciprocal(log_t32),
+      _reciprocal(shrink32) if geometric else 1.0,
+      keep32 * _f32(0.5),
+    )
+    (
+      initial,
+      periods,
+      inverse,
+      t_mul,
+      m_mul,
+      alpha,
+      one,
+      half,
+      pi,
+      log_t,
+      shrink,
+      keep,
+      inverse_log_t,
+      inverse_shrink,
+      keep_half,
+    ) = constants
     fraction = step * inverse if graph else step / periods
 
     if geometric:
       ratio = jnp.log(one - rounded(fraction * shrink))
       i_restart = jnp.floor(ratio * inverse_log_t if graph else ratio / log_t)
       growth = jnp.power(t_mul, i_restart)
-      past = (rounded(inverse_shrink * (one - growth)) if graph
-              else (one - growth) / shrink)
+      past = (
+        rounded(inverse_shrink * (one - growth)) if graph else (one - growth) / shrink
+      )
       # `rounded`: XLA rewrites `x / pow(t, i)` into `x * pow(t, -i)`.
       fraction = (fraction - past) / rounded(growth)
     else:
@@ -408,6 +512,11 @@ class CosineDecayRestarts(LearningRateSchedule):
     return initial * (rounded(keep * (half * m_fac * wave)) + alpha)
 
   def get_config(self):
-    return {"initial_learning_rate": self.initial_learning_rate,
-            "first_decay_steps": self.first_decay_steps, "t_mul": self.t_mul,
-            "m_mul": self.m_mul, "alpha": self.alpha, "name": self.name}
+    return {
+      "initial_learning_rate": self.initial_learning_rate,
+      "first_decay_steps": self.first_decay_steps,
+      "t_mul": self.t_mul,
+      "m_mul": self.m_mul,
+      "alpha": self.alpha,
+      "name": self.name,
+    }
