@@ -1,4 +1,6 @@
 import os
+import pathlib
+import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -15,3 +17,17 @@ from hypothesis import settings as _hypothesis_settings  # noqa: E402
 _hypothesis_settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
   _hypothesis_settings.load_profile("ci")
+
+_MODULE_MARK = re.compile(r"^pytestmark = pytest\.mark\.(\w+)$", re.M)
+
+
+def pytest_ignore_collect(collection_path: pathlib.Path, config):
+  """A tier that leaves a module's marker out (`-m "not reference and ..."`)
+  does not import that module: importing TensorFlow alone takes seconds."""
+  expression = config.option.markexpr
+  if not expression or collection_path.suffix != ".py":
+    return None
+  mark = _MODULE_MARK.search(collection_path.read_text())
+  if mark and re.search(rf"\bnot {mark[1]}\b", expression):
+    return True
+  return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 from typing import Any
 
 import jax
@@ -44,9 +45,14 @@ class LearningRateSchedule(abc.ABC):
   def __call__(self, step: jax.typing.ArrayLike) -> jax.Array:
     """The learning rate at `step` (float32)."""
 
-  @abc.abstractmethod
   def get_config(self) -> dict[str, Any]:
-    """The constructor arguments, JSON-serialisable."""
+    """The constructor arguments, JSON-serialisable: a dataclass's fields,
+    or what a subclass that is not a dataclass returns."""
+    if not dataclasses.is_dataclass(self):
+      raise NotImplementedError(
+        f"{type(self).__name__} must implement get_config (or be a dataclass)."
+      )
+    return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
   @classmethod
   def from_config(cls, config: dict[str, Any]) -> LearningRateSchedule:

@@ -25,6 +25,7 @@ TensorFlow rounds each op.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
@@ -39,6 +40,11 @@ from optax_keras_sgd._numerics import rounded
 from optax_keras_sgd.schedules._base import LearningRateSchedule
 
 F32 = jnp.float32
+
+# Schedules are frozen dataclasses: a schedule is part of a compiled step's
+# static configuration, so it must not change after it is made. Equality and
+# hashing stay the base class's (by config): `boundaries` and `values` are
+# lists.
 
 
 def _f32(x: Any) -> np.float32:
@@ -83,37 +89,24 @@ def _number(name: str, value: Any, cls: str) -> None:
     raise TypeError(f"{cls}: `{name}` must be a number. Received: {name}={value!r}.")
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class _RateDecay(LearningRateSchedule):
   """The arguments and config shared by ExponentialDecay and InverseTimeDecay."""
 
-  def __init__(
-    self,
-    initial_learning_rate: float,
-    decay_steps: float,
-    decay_rate: float,
-    staircase: bool = False,
-    name: str | None = None,
-  ):
+  initial_learning_rate: float
+  decay_steps: float
+  decay_rate: float
+  staircase: bool = False
+  name: str | None = None
+
+  def __post_init__(self):
     cls = type(self).__name__
-    _number("initial_learning_rate", initial_learning_rate, cls)
-    _positive("decay_steps", decay_steps, cls)
-    _number("decay_rate", decay_rate, cls)
-    self.initial_learning_rate = initial_learning_rate
-    self.decay_steps = decay_steps
-    self.decay_rate = decay_rate
-    self.staircase = staircase
-    self.name = name
-
-  def get_config(self):
-    return {
-      "initial_learning_rate": self.initial_learning_rate,
-      "decay_steps": self.decay_steps,
-      "decay_rate": self.decay_rate,
-      "staircase": self.staircase,
-      "name": self.name,
-    }
+    _number("initial_learning_rate", self.initial_learning_rate, cls)
+    _positive("decay_steps", self.decay_steps, cls)
+    _number("decay_rate", self.decay_rate, cls)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class ExponentialDecay(_RateDecay):
   """`initial_learning_rate * decay_rate ** (step / decay_steps)`.
 
@@ -140,6 +133,7 @@ class ExponentialDecay(_RateDecay):
     return initial * jnp.power(rate, p)
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class PiecewiseConstantDecay(LearningRateSchedule):
   """`values[0]` while `step <= boundaries[0]`, `values[i]` while
   `boundaries[i-1] < step <= boundaries[i]`, then `values[-1]`.
@@ -151,10 +145,12 @@ class PiecewiseConstantDecay(LearningRateSchedule):
     [1.0, 1.0, 0.5, 0.5, 0.1]
   """
 
-  def __init__(
-    self, boundaries: Sequence[float], values: Sequence[float], name: str | None = None
-  ):
-    boundaries, values = list(boundaries), list(values)
+  boundaries: Sequence[float]
+  values: Sequence[float]
+  name: str | None = None
+
+  def __post_init__(self):
+    boundaries, values = list(self.boundaries), list(self.values)
     if len(boundaries) != len(values) - 1:
       raise ValueError(
         "The length of boundaries should be 1 less than the length of "
@@ -168,9 +164,8 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         "PiecewiseConstantDecay: `boundaries` must be increasing. "
         f"Received: boundaries={boundaries}."
       )
-    self.boundaries = boundaries
-    self.values = values
-    self.name = name
+    object.__setattr__(self, "boundaries", boundaries)
+    object.__setattr__(self, "values", values)
 
   def __call__(self, step):
     step = jnp.asarray(step)
@@ -178,10 +173,8 @@ class PiecewiseConstantDecay(LearningRateSchedule):
     index = jnp.sum(step > boundaries)
     return jnp.asarray(self.values, F32)[index]
 
-  def get_config(self):
-    return {"boundaries": self.boundaries, "values": self.values, "name": self.name}
 
-
+@dataclasses.dataclass(frozen=True, eq=False)
 class PolynomialDecay(LearningRateSchedule):
   """From `initial_learning_rate` to `end_learning_rate` over `decay_steps`:
   `(initial - end) * (1 - step / decay_steps) ** power + end`.
@@ -195,25 +188,18 @@ class PolynomialDecay(LearningRateSchedule):
     0.0325
   """
 
-  def __init__(
-    self,
-    initial_learning_rate: float,
-    decay_steps: float,
-    end_learning_rate: float = 0.0001,
-    power: float = 1.0,
-    cycle: bool = False,
-    name: str | None = None,
-  ):
-    _number("initial_learning_rate", initial_learning_rate, "PolynomialDecay")
-    _positive("decay_steps", decay_steps, "PolynomialDecay")
-    _number("end_learning_rate", end_learning_rate, "PolynomialDecay")
-    _number("power", power, "PolynomialDecay")
-    self.initial_learning_rate = initial_learning_rate
-    self.decay_steps = decay_steps
-    self.end_learning_rate = end_learning_rate
-    self.power = power
-    self.cycle = cycle
-    self.name = name
+  initial_learning_rate: float
+  decay_steps: float
+  end_learning_rate: float = 0.0001
+  power: float = 1.0
+  cycle: bool = False
+  name: str | None = None
+
+  def __post_init__(self):
+    _number("initial_learning_rate", self.initial_learning_rate, "PolynomialDecay")
+    _positive("decay_steps", self.decay_steps, "PolynomialDecay")
+    _number("end_learning_rate", self.end_learning_rate, "PolynomialDecay")
+    _number("power", self.power, "PolynomialDecay")
 
   def __call__(self, step):
     step, graph, (end, power, decay_steps, inverse, span, one) = _inputs(
@@ -238,16 +224,6 @@ class PolynomialDecay(LearningRateSchedule):
     else:
       scaled = jnp.power(base, power) * span
     return rounded(scaled) + end
-
-  def get_config(self):
-    return {
-      "initial_learning_rate": self.initial_learning_rate,
-      "decay_steps": self.decay_steps,
-      "end_learning_rate": self.end_learning_rate,
-      "power": self.power,
-      "cycle": self.cycle,
-      "name": self.name,
-    }
 
 
 def _graph_power(
@@ -275,6 +251,7 @@ def _graph_power(
   return (form() if form else jnp.power(x, power)) * scale
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class InverseTimeDecay(_RateDecay):
   """`initial_learning_rate / (1 + decay_rate * step / decay_steps)`.
 
@@ -327,6 +304,7 @@ def _cosine(fraction, constants):
   return rounded(keep * cosine) + alpha
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
 class CosineDecay(LearningRateSchedule):
   """Cosine decay from `initial_learning_rate` (or, after a linear warmup of
   `warmup_steps`, from `warmup_target`) to `alpha` times it over
@@ -339,41 +317,32 @@ class CosineDecay(LearningRateSchedule):
     [0.1, 0.2, 0.02]
   """
 
-  def __init__(
-    self,
-    initial_learning_rate: float,
-    decay_steps: float,
-    alpha: float = 0.0,
-    name: str | None = None,
-    warmup_target: float | None = None,
-    warmup_steps: float = 0,
-  ):
-    _number("initial_learning_rate", initial_learning_rate, "CosineDecay")
-    if warmup_target is None:
-      _positive("decay_steps", decay_steps, "CosineDecay")
+  initial_learning_rate: float
+  decay_steps: float
+  alpha: float = 0.0
+  name: str | None = None
+  warmup_target: float | None = None
+  warmup_steps: float = 0
+
+  def __post_init__(self):
+    _number("initial_learning_rate", self.initial_learning_rate, "CosineDecay")
+    if self.warmup_target is None:
+      _positive("decay_steps", self.decay_steps, "CosineDecay")
     else:
-      # Warmup alone (`decay_steps=0`) is valid, as in Keras; after the
-      # warmup its rate is then NaN (0/0), also as in Keras.
-      _number("warmup_target", warmup_target, "CosineDecay")
-      _number("decay_steps", decay_steps, "CosineDecay")
-      if decay_steps < 0:
+      _number("warmup_target", self.warmup_target, "CosineDecay")
+      _number("decay_steps", self.decay_steps, "CosineDecay")
+      if self.decay_steps < 0:
         raise ValueError(
           "CosineDecay: `decay_steps` must be >= 0. Received: "
-          f"decay_steps={decay_steps}."
+          f"decay_steps={self.decay_steps}."
         )
-    _number("alpha", alpha, "CosineDecay")
-    _number("warmup_steps", warmup_steps, "CosineDecay")
-    if warmup_steps < 0:
+    _number("alpha", self.alpha, "CosineDecay")
+    _number("warmup_steps", self.warmup_steps, "CosineDecay")
+    if self.warmup_steps < 0:
       raise ValueError(
         "CosineDecay: `warmup_steps` must be >= 0. Received: "
-        f"warmup_steps={warmup_steps}."
+        f"warmup_steps={self.warmup_steps}."
       )
-    self.initial_learning_rate = initial_learning_rate
-    self.decay_steps = decay_steps
-    self.alpha = alpha
-    self.name = name
-    self.warmup_target = warmup_target
-    self.warmup_steps = warmup_steps
 
   def __call__(self, step):
     warmup = self.warmup_target is not None
@@ -405,17 +374,8 @@ class CosineDecay(LearningRateSchedule):
     decaying = target * _cosine((step - warmup_steps) / decay_steps, cosine)
     return jnp.where(step < warmup_steps, rising, decaying)
 
-  def get_config(self):
-    return {
-      "initial_learning_rate": self.initial_learning_rate,
-      "decay_steps": self.decay_steps,
-      "alpha": self.alpha,
-      "name": self.name,
-      "warmup_target": self.warmup_target,
-      "warmup_steps": self.warmup_steps,
-    }
 
-
+@dataclasses.dataclass(frozen=True, eq=False)
 class CosineDecayRestarts(LearningRateSchedule):
   """Cosine decay with warm restarts (SGDR): periods of `first_decay_steps`
   growing by `t_mul`, peaks scaled by `m_mul`, floor `alpha`.
@@ -427,26 +387,20 @@ class CosineDecayRestarts(LearningRateSchedule):
     0.0505
   """
 
-  def __init__(
-    self,
-    initial_learning_rate: float,
-    first_decay_steps: float,
-    t_mul: float = 2.0,
-    m_mul: float = 1.0,
-    alpha: float = 0.0,
-    name: str | None = None,
-  ):
-    _number("initial_learning_rate", initial_learning_rate, "CosineDecayRestarts")
-    _positive("first_decay_steps", first_decay_steps, "CosineDecayRestarts")
-    _positive("t_mul", t_mul, "CosineDecayRestarts")
-    _number("m_mul", m_mul, "CosineDecayRestarts")
-    _number("alpha", alpha, "CosineDecayRestarts")
-    self.initial_learning_rate = initial_learning_rate
-    self.first_decay_steps = first_decay_steps
-    self.t_mul = t_mul
-    self.m_mul = m_mul
-    self.alpha = alpha
-    self.name = name
+  initial_learning_rate: float
+  first_decay_steps: float
+  t_mul: float = 2.0
+  m_mul: float = 1.0
+  alpha: float = 0.0
+  name: str | None = None
+
+  def __post_init__(self):
+    cls = "CosineDecayRestarts"
+    _number("initial_learning_rate", self.initial_learning_rate, cls)
+    _positive("first_decay_steps", self.first_decay_steps, cls)
+    _positive("t_mul", self.t_mul, cls)
+    _number("m_mul", self.m_mul, cls)
+    _number("alpha", self.alpha, cls)
 
   def __call__(self, step):
     t_mul32, alpha32 = _f32(self.t_mul), _f32(self.alpha)
@@ -510,13 +464,3 @@ class CosineDecayRestarts(LearningRateSchedule):
       # `(1 - alpha) * ((0.5 * m_fac) * wave)`, the constants pushed together.
       return (alpha + rounded(wave * (keep_half * m_fac))) * initial
     return initial * (rounded(keep * (half * m_fac * wave)) + alpha)
-
-  def get_config(self):
-    return {
-      "initial_learning_rate": self.initial_learning_rate,
-      "first_decay_steps": self.first_decay_steps,
-      "t_mul": self.t_mul,
-      "m_mul": self.m_mul,
-      "alpha": self.alpha,
-      "name": self.name,
-    }
