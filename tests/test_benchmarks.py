@@ -17,6 +17,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 import peers  # noqa: E402
 import run  # noqa: E402
 
+# The package's commands, end to end.
+pytestmark = pytest.mark.integrations
+
 
 @pytest.mark.parametrize("variant", list(peers.VARIANTS))
 def test_every_contender_steps_and_is_timed(variant):

@@ -9,6 +9,9 @@ import pytest
 
 from optax_keras_sgd import demo
 
+# The package's commands, end to end.
+pytestmark = pytest.mark.integrations
+
 
 def test_demo_runs_and_contrasts_with_optax(tmp_path, capsys):
   plot = tmp_path / "loss.png"
