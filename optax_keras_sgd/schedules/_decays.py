@@ -78,6 +78,12 @@ def _inputs(
   return step, graph, arrays
 
 
+def _non_negative(name: str, value: Any, cls: str) -> None:
+  _number(name, value, cls)
+  if value < 0:
+    raise ValueError(f"{cls}: `{name}` must be >= 0. Received: {name}={value}.")
+
+
 def _positive(name: str, value: Any, cls: str) -> None:
   _number(name, value, cls)
   if not float(value) > 0:
@@ -330,19 +336,9 @@ class CosineDecay(LearningRateSchedule):
       _positive("decay_steps", self.decay_steps, "CosineDecay")
     else:
       _number("warmup_target", self.warmup_target, "CosineDecay")
-      _number("decay_steps", self.decay_steps, "CosineDecay")
-      if self.decay_steps < 0:
-        raise ValueError(
-          "CosineDecay: `decay_steps` must be >= 0. Received: "
-          f"decay_steps={self.decay_steps}."
-        )
+      _non_negative("decay_steps", self.decay_steps, "CosineDecay")
     _number("alpha", self.alpha, "CosineDecay")
-    _number("warmup_steps", self.warmup_steps, "CosineDecay")
-    if self.warmup_steps < 0:
-      raise ValueError(
-        "CosineDecay: `warmup_steps` must be >= 0. Received: "
-        f"warmup_steps={self.warmup_steps}."
-      )
+    _non_negative("warmup_steps", self.warmup_steps, "CosineDecay")
 
   def __call__(self, step):
     warmup = self.warmup_target is not None
