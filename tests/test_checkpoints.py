@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import zipfile
 
 import h5py
 import jax
@@ -349,3 +350,15 @@ def test_readme_migration_names_are_public():
     "write_h5",
     "write_checkpoint",
   }
+
+
+def test_keras3_files_are_refused_by_name(tmp_path):
+  """Not read yet (their optimizer variables have no names): a clear error."""
+  with h5py.File(tmp_path / "m.weights.h5", "w") as f:
+    f.create_dataset("optimizer/vars/0", data=np.int64(3))
+  with pytest.raises(ValueError, match="m.weights.h5: a Keras 3 weights file"):
+    checkpoints.read(tmp_path / "m.weights.h5")
+  with zipfile.ZipFile(tmp_path / "m.keras", "w") as z:
+    z.writestr("config.json", "{}")
+  with pytest.raises(ValueError, match="m.keras: a Keras 3 `.keras` archive"):
+    checkpoints.read(tmp_path / "m.keras")

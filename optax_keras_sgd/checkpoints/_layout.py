@@ -132,6 +132,11 @@ def h5_layout(f, path: str) -> Layout:
   Raises:
     ValueError: naming the file and the key, if it holds no SGD state.
   """
+  if "optimizer" in f and "vars" in f["optimizer"]:
+    raise ValueError(
+      f"{path}: a Keras 3 weights file (`optimizer/vars/...`). Keras 3 files "
+      "list optimizer variables by index, without names, and are not read yet."
+    )
   if "training_config" not in f.attrs:
     raise ValueError(
       f"{path}: no `training_config` attribute: the model was "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import zipfile
 from typing import Any
 
 import h5py
@@ -74,6 +75,11 @@ def read(path: str | os.PathLike) -> KerasState:
       layout = _layout.h5_layout(f, path)
       fetch = lambda key: np.asarray(f[key])  # noqa: E731
       return _state(path, layout, fetch)
+  if os.path.isfile(path) and zipfile.is_zipfile(path):
+    raise ValueError(
+      f"{path}: a Keras 3 `.keras` archive. Keras 3 files list optimizer "
+      "variables by index, without names, and are not read yet."
+    )
   prefix = checkpoint_prefix(path)
   bundle = _bundle.TensorBundle(prefix)
   return _state(prefix, _layout.bundle_layout(bundle), bundle.read)
