@@ -4,7 +4,6 @@ JAX, and written back for tf_keras to load and continue."""
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 import zipfile
@@ -339,17 +338,6 @@ def test_written_bundle_is_read_by_tensorflow_itself(tmp_path):
     got = reader.get_tensor(key)
     assert got.dtype == value.dtype
     np.testing.assert_array_equal(got, value)
-
-
-def test_readme_migration_names_are_public():
-  assert pathlib.Path(checkpoints.__file__).exists()
-  assert set(checkpoints.__all__) >= {
-    "read",
-    "to_optax",
-    "to_sgd",
-    "write_h5",
-    "write_checkpoint",
-  }
 
 
 def test_keras3_files_are_refused_by_name(tmp_path):

@@ -301,8 +301,10 @@ class _Quintupled:
 @pytest.mark.parametrize("how", ["gradient_aggregator", "subclass"])
 def test_gradient_aggregation_hooks_as_in_reference(how, aggregate):
   """`gradient_aggregator=` and an overridden `_aggregate_gradients` see the
-  pairs before clipping, and only when `experimental_aggregate_gradients`."""
-  config = dict(learning_rate=0.1, momentum=0.5, clipnorm=4.0)
+  pairs before clipping, and only when `experimental_aggregate_gradients`.
+  The clip is `clipvalue` (elementwise, so bitwise equal): it cuts the
+  aggregated gradients and not the raw ones."""
+  config = dict(learning_rate=0.1, momentum=0.5, clipvalue=1.5)
   if how == "gradient_aggregator":
     config["gradient_aggregator"] = lambda pairs: [(2 * g, v) for g, v in pairs]
     tf_opt, opt = keras_sgd(**config), SGD(**config)
@@ -318,7 +320,7 @@ def test_gradient_aggregation_hooks_as_in_reference(how, aggregate):
       [(jnp.asarray(g), var)], experimental_aggregate_gradients=aggregate
     )
     np.testing.assert_array_equal(np.asarray(var.numpy()), tf_var.numpy())
-  plain = SGD(0.1, momentum=0.5, clipnorm=4.0)
+  plain = SGD(0.1, momentum=0.5, clipvalue=1.5)
   plain_var = Variable([1.0, 2.0])
   for g in ([0.5, 0.25], [1.0, -0.5]):
     plain.apply_gradients([(jnp.asarray(g), plain_var)])

@@ -220,17 +220,21 @@ class SGD:
     else:
       self._bind(_binding.PytreeBinding, var_list)
 
+  def _refuse_other(self, kind: type) -> None:
+    """The one place that refuses to train Variables and a pytree with one
+    optimizer: raises if the binding exists and is not a `kind`."""
+    if self._binding is not None and not isinstance(self._binding, kind):
+      raise ValueError(_binding.BOTH)
+
   def _bind(self, kind: type, params: Any = None) -> Any:
-    """The binding, made on first use; the one place that refuses to train
-    Variables and a pytree with one optimizer."""
+    """The binding, made on first use."""
+    self._refuse_other(kind)
     if self._binding is None:
       self._binding = (
         _binding.VariableBinding(self._store, self._use_momentum)
         if kind is _binding.VariableBinding
         else _binding.PytreeBinding(self._store, self._use_momentum, params)
       )
-    if not isinstance(self._binding, kind):
-      raise ValueError(_binding.BOTH)
     return self._binding
 
   # -- steps -------------------------------------------------------------------
@@ -281,8 +285,7 @@ class SGD:
       The new step count (an object with `.numpy()`).
     """
     del name
-    if isinstance(self._binding, _binding.PytreeBinding):
-      raise ValueError(_binding.BOTH)
+    self._refuse_other(_binding.VariableBinding)  # before any input check
     grads, variables = _inputs.split_pairs(grads_and_vars)
     if variables and experimental_aggregate_gradients:
       grads, variables = _inputs.split_pairs(
@@ -326,8 +329,7 @@ class SGD:
         params, is not donated.
     """
     _validation.check_bool("donate", donate)
-    if isinstance(self._binding, _binding.VariableBinding):
-      raise ValueError(_binding.BOTH)
+    self._refuse_other(_binding.PytreeBinding)  # before any input check
     treedef, leaves, grad_leaves = _binding.PytreeBinding.flatten(params, grads)
     binding = self._bind(_binding.PytreeBinding, params)
     binding.check(params, treedef, leaves)
