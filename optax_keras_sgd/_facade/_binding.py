@@ -145,3 +145,12 @@ class PytreeBinding:
     gradient too."""
     ids = set(map(id, leaves))
     return len(ids) == len(leaves) and ids.isdisjoint(map(id, grad_leaves))
+
+
+def make(
+  kind: type, store: SlotStore, use_momentum: bool, params: Any = None
+) -> VariableBinding | PytreeBinding:
+  """A new binding of `kind` (`VariableBinding` or `PytreeBinding`)."""
+  if kind is VariableBinding:
+    return VariableBinding(store, use_momentum)
+  return PytreeBinding(store, use_momentum, params)

@@ -13,6 +13,7 @@ A hyperparameter is one of:
 from __future__ import annotations
 
 import inspect
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -133,3 +134,40 @@ def check_momentum(value: Any) -> None:
   """Accepts a callable (read later) or a number in [0, 1]."""
   if not callable(value):
     _validation.check_momentum(value)
+
+
+ALLOWED_KWARGS = {"clipnorm", "clipvalue", "lr", "decay", "global_clipnorm"}
+
+
+def check_kwargs(kwargs: dict[str, Any], learning_rate: Any) -> Any:
+  """Checks the constructor's `**kwargs` as Keras does; returns the learning
+  rate to use (`lr`, deprecated, replaces `learning_rate`)."""
+  for key, value in kwargs.items():
+    if key not in ALLOWED_KWARGS:
+      raise TypeError(
+        f"Unexpected keyword argument passed to optimizer: {key}. "
+        f"Allowed kwargs are {ALLOWED_KWARGS}."
+      )
+    if value is not None and not (key == "lr" and callable(value)):
+      _validation.check_non_negative(key, value)
+  if "lr" not in kwargs:
+    return learning_rate
+  warnings.warn(
+    "The `lr` argument is deprecated, use `learning_rate` instead.", stacklevel=3
+  )
+  return kwargs["lr"]
+
+
+def keras_config(opt: Any) -> dict[str, Any]:
+  """`opt.get_config()`: the reference's keys and order, plus ours."""
+  config: dict[str, Any] = {"name": opt.name}
+  for key in ("clipnorm", "clipvalue", "global_clipnorm"):
+    if getattr(opt, key) is not None:
+      config[key] = getattr(opt, key)
+  config["learning_rate"] = serialize(opt._hyper["learning_rate"])
+  config["decay"] = opt.decay
+  config["momentum"] = serialize(opt._hyper["momentum"])
+  config["nesterov"] = opt.nesterov
+  if opt._skip_non_finite:
+    config["skip_non_finite"] = True
+  return config

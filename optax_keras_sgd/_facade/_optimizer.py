@@ -9,25 +9,22 @@ happens here.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from optax_keras_sgd import _config, _momentum, _validation
 from optax_keras_sgd._facade import _binding, _gradients, _inputs, _runner
 from optax_keras_sgd._facade import _hyperparameters as _hyper
 from optax_keras_sgd._facade._slots import SlotStore
+from optax_keras_sgd._facade._weights import KerasWeights
 from optax_keras_sgd._variable import Variable
 
-ALLOWED_KWARGS = {"clipnorm", "clipvalue", "lr", "decay", "global_clipnorm"}
 
-
-class SGD:
+class SGD(KerasWeights):
   """Gradient descent with momentum: Keras 2's `optimizers.legacy.SGD` in JAX.
 
   .. math::
@@ -92,19 +89,7 @@ class SGD:
     gradient_aggregator: Callable[[list[Any]], Any] | None = None,
     **kwargs: Any,
   ):
-    for key, value in kwargs.items():
-      if key not in ALLOWED_KWARGS:
-        raise TypeError(
-          f"Unexpected keyword argument passed to optimizer: {key}. "
-          f"Allowed kwargs are {ALLOWED_KWARGS}."
-        )
-      if value is not None and not (key == "lr" and callable(value)):
-        _validation.check_non_negative(key, value)
-    if "lr" in kwargs:
-      warnings.warn(
-        "The `lr` argument is deprecated, use `learning_rate` instead.", stacklevel=2
-      )
-      learning_rate = kwargs["lr"]
+    learning_rate = _hyper.check_kwargs(kwargs, learning_rate)
     _validation.check_bool("skip_non_finite", skip_non_finite)
     if gradient_aggregator is not None and not callable(gradient_aggregator):
       raise TypeError(
@@ -159,58 +144,12 @@ class SGD:
     """Steps skipped for non-finite gradients (with `skip_non_finite=True`)."""
     return int(self._skipped)
 
-  # -- weights -----------------------------------------------------------------
-
-  @property
-  def iterations(self) -> Variable:
-    """The number of steps taken (a `Variable`; Keras's is int64)."""
-    return self._store.iterations
-
-  @iterations.setter
-  def iterations(self, value: Any) -> None:
-    """A `Variable` becomes the optimizer's counter (it advances it), as in
-    Keras, if no weights exist yet; a number sets the count."""
-    if isinstance(value, Variable):
-      self._store.set_counter(value)
-    else:
-      self._store.iterations.assign(_inputs.as_count(value, "iterations"))
-
-  def add_slot(
-    self, var: Any, slot_name: str, initializer: Any = "zeros", shape: Any = None
-  ) -> Variable:
-    """Adds (or returns the existing) slot `slot_name` for `var`."""
-    return self._store.slot(
-      id(var), var, getattr(var, "name", "var"), slot_name, initializer, shape
-    )
-
-  def get_slot(self, var: Any, slot_name: str) -> Variable:
-    return self._store.get(id(var), slot_name, getattr(var, "name", var))
-
-  def get_slot_names(self) -> list[str]:
-    return self._store.slot_names
-
-  def variables(self) -> list[Variable]:
-    """The optimizer's variables: iterations, then slots in creation order."""
-    return self._store.weights
-
-  @property
-  def weights(self) -> list[Variable]:
-    return self._store.weights
-
-  def get_weights(self) -> list[np.ndarray]:
-    """`[iterations (int64), slot, slot, ...]`, as the reference returns."""
-    return self._store.get_weights()
-
-  def set_weights(self, weights: list[Any]) -> None:
-    """Loads a list from `get_weights` (ours or the reference's). The length
-    and every shape must match (the reference's messages); the dtypes must
-    convert without loss. Nothing is changed unless all match."""
-    self._store.set_weights(weights, self._name)
+  # -- weights (the rest of the surface is in `KerasWeights`) ---------------
 
   def build(self, var_list: Any) -> None:
     """Creates iterations and slots for `var_list` (Variables or a pytree)
     now, so `set_weights` works before the first step."""
-    self._store.iterations  # noqa: B018  (created even for an empty list)
+    self._store.counter()  # created even for an empty list
     if isinstance(var_list, (list, tuple)) and all(
       isinstance(v, Variable) for v in var_list
     ):
@@ -230,11 +169,7 @@ class SGD:
     """The binding, made on first use."""
     self._refuse_other(kind)
     if self._binding is None:
-      self._binding = (
-        _binding.VariableBinding(self._store, self._use_momentum)
-        if kind is _binding.VariableBinding
-        else _binding.PytreeBinding(self._store, self._use_momentum, params)
-      )
+      self._binding = _binding.make(kind, self._store, self._use_momentum, params)
     return self._binding
 
   # -- steps -------------------------------------------------------------------
@@ -271,15 +206,11 @@ class SGD:
   ) -> Variable:
     """Applies `(gradient, Variable)` pairs; `None` gradients are skipped.
 
-    Variables may hold arrays sharded over many devices: the step runs on
-    the global arrays and keeps every shard where it is. Gradients of a
-    loss over global arrays are already summed over all devices, so the
-    default aggregation changes nothing; with `experimental_aggregate_gradients`
-    (the default) the pairs first go through `_aggregate_gradients`, that is
-    through `gradient_aggregator` when one was given. Per-replica gradients
-    inside `shard_map` are the functional API's case:
-    `sgd(..., axis_name="data")`. A Variable's `constraint` is applied to it
-    after its update.
+    With `experimental_aggregate_gradients` (the default) the pairs first go
+    through `_aggregate_gradients`. Variables may hold arrays sharded over
+    many devices: the step runs on the global arrays and keeps every shard
+    where it is (gradients of a loss over global arrays are already summed).
+    A Variable's `constraint` is applied to it after its update.
 
     Returns:
       The new step count (an object with `.numpy()`).
@@ -346,9 +277,7 @@ class SGD:
   ) -> list[jax.Array]:
     return self._runner.run(
       _runner.StepConfig(
-        schedule=self._hyper["learning_rate"]
-        if _hyper.is_schedule(self._hyper["learning_rate"])
-        else None,
+        schedule=lr if _hyper.is_schedule(lr := self._hyper["learning_rate"]) else None,
         use_momentum=self._use_momentum,
         nesterov=self._nesterov,
         clipvalue=self.clipvalue,
@@ -370,21 +299,7 @@ class SGD:
   # -- configs -----------------------------------------------------------------
 
   def get_config(self) -> dict[str, Any]:
-    config: dict[str, Any] = {"name": self._name}
-    for key in ("clipnorm", "clipvalue", "global_clipnorm"):
-      if getattr(self, key) is not None:
-        config[key] = getattr(self, key)
-    config.update(
-      {
-        "learning_rate": _hyper.serialize(self._hyper["learning_rate"]),
-        "decay": self._decay,
-        "momentum": _hyper.serialize(self._hyper["momentum"]),
-        "nesterov": self._nesterov,
-      }
-    )
-    if self._skip_non_finite:
-      config["skip_non_finite"] = True
-    return config
+    return _hyper.keras_config(self)
 
   @classmethod
   def from_config(cls, config: dict[str, Any], custom_objects: Any = None) -> SGD:

@@ -35,7 +35,10 @@ class StepConfig:
   skip_non_finite: bool = False
 
 
-def _step(config: StepConfig, values, grads, velocities, count, skipped, lr, momentum):
+def step(config: StepConfig, values, grads, velocities, count, skipped, lr, momentum):
+  """One step of `sgd` built from `config` over lists of arrays: returns the
+  new values, velocities (None without momentum), count and skipped count.
+  Traceable; the facade jits it, Keras 3's trainer traces it in its step."""
   tx = _alias.sgd(
     config.schedule if config.schedule is not None else lr,
     momentum if config.use_momentum else 0.0,
@@ -74,7 +77,7 @@ class CompiledSteps:
     key = (config, donate_values, donate_state)
     if key not in self._cache:
       donate = ((0,) if donate_values else ()) + ((2, 3, 4) if donate_state else ())
-      fn = lambda *args: _step(config, *args)  # noqa: E731
+      fn = lambda *args: step(config, *args)  # noqa: E731
       self._cache[key] = jax.jit(fn, donate_argnums=donate)
     return self._cache[key]
 

@@ -33,6 +33,10 @@ class SlotStore:
 
   @property
   def iterations(self) -> Variable:
+    return self.counter()
+
+  def counter(self) -> Variable:
+    """The step counter, created (int32, zero) on first use."""
     if self._iterations is None:
       self.set_counter(Variable(jnp.zeros((), jnp.int32), name="iter", trainable=False))
     assert self._iterations is not None
@@ -84,7 +88,7 @@ class SlotStore:
     self._owners[key] = (
       target if isinstance(target, Variable) else jax.ShapeDtypeStruct(shape, dtype)
     )
-    self.iterations  # noqa: B018  (the counter comes first in the weights)
+    self.counter()  # the counter comes first in the weights
     self._weights.append(slots[slot_name])
     return slots[slot_name]
 

@@ -20,13 +20,9 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from optax_keras_sgd.checkpoints._bundle import CheckpointError  # noqa: E402
 from optax_keras_sgd.checkpoints._keras import build_keras_slots, keras_weights
-from optax_keras_sgd.checkpoints._migrate import (
-  to_optax,
-  to_sgd,
-  write_checkpoint,
-  write_h5,
-)
+from optax_keras_sgd.checkpoints._migrate import to_optax, to_sgd
 from optax_keras_sgd.checkpoints._read import KerasState, read
+from optax_keras_sgd.checkpoints._write import write_checkpoint, write_h5
 
 __all__ = (
   "CheckpointError",

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from optax_keras_sgd.checkpoints import _migrate
+from optax_keras_sgd.checkpoints import _migrate, _write
 
 
 def build_keras_slots(optimizer: Any, variables: list[Any]) -> None:
@@ -49,7 +49,7 @@ def keras_weights(
       (`build_keras_slots`' order); by default the order of `params`.
     names: as in `to_optax`, for parameters named differently.
   """
-  _, count, velocities = _migrate._our_state(params, opt_state)
+  _, count, velocities = _write.our_state(params, opt_state)
   velocities = list(velocities or [])
   if variables is not None and velocities:
     paths = [v if isinstance(v, str) else v.name.split(":")[0] for v in variables]

@@ -6,9 +6,8 @@ reference's dict format, so configs move between TensorFlow and JAX.
 """
 
 from optax_keras_sgd.schedules._base import LearningRateSchedule, deserialize, serialize
+from optax_keras_sgd.schedules._cosine import CosineDecay, CosineDecayRestarts
 from optax_keras_sgd.schedules._decays import (
-  CosineDecay,
-  CosineDecayRestarts,
   ExponentialDecay,
   InverseTimeDecay,
   PiecewiseConstantDecay,
