@@ -182,8 +182,10 @@ class SGD(keras.optimizers.Optimizer):
       lr = jnp.asarray(self._learning_rate.value, jnp.float32)
     count = jnp.asarray(_value(self.iterations), jnp.int32)
     momentum = self.momentum
-    if callable(momentum):
+    if _hyper.is_schedule(momentum):
       momentum = momentum(count.astype(jnp.float32))
+    elif callable(momentum):
+      momentum = _hyper.read(momentum)
     clipvalue, clipnorm, global_clipnorm = self.legacy_clipping
     config = _runner.StepConfig(
       schedule=schedule,
