@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import zipfile
 
 import h5py
 import jax
@@ -338,15 +337,3 @@ def test_written_bundle_is_read_by_tensorflow_itself(tmp_path):
     got = reader.get_tensor(key)
     assert got.dtype == value.dtype
     np.testing.assert_array_equal(got, value)
-
-
-def test_keras3_files_are_refused_by_name(tmp_path):
-  """Not read yet (their optimizer variables have no names): a clear error."""
-  with h5py.File(tmp_path / "m.weights.h5", "w") as f:
-    f.create_dataset("optimizer/vars/0", data=np.int64(3))
-  with pytest.raises(ValueError, match="m.weights.h5: a Keras 3 weights file"):
-    checkpoints.read(tmp_path / "m.weights.h5")
-  with zipfile.ZipFile(tmp_path / "m.keras", "w") as z:
-    z.writestr("config.json", "{}")
-  with pytest.raises(ValueError, match="m.keras: a Keras 3 `.keras` archive"):
-    checkpoints.read(tmp_path / "m.keras")

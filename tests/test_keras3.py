@@ -10,6 +10,9 @@ same gradients bit for bit and any difference is the optimizer's.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import zipfile
 
 import jax
 import numpy as np
@@ -286,3 +289,121 @@ def test_arguments_are_checked(kwargs, error, match):
     return
   with pytest.raises(error, match=match):
     keras3.SGD(**kwargs)
+
+
+def _keras3_bn_model(optimizer):
+  """Keras 3: Dense, BatchNormalization (two non-trainable variables among
+  its four), Dense, named `net`."""
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input((3,))
+  hidden = keras.layers.Dense(4, name="hidden")(inputs)
+  hidden = keras.layers.BatchNormalization(name="bn")(hidden)
+  model = keras.Model(inputs, keras.layers.Dense(2, name="head")(hidden), name="net")
+  model.compile(optimizer=optimizer, loss="mse")
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(16, 3)).astype(np.float32)
+  model.fit(x, rng.normal(size=(16, 2)).astype(np.float32), batch_size=8, verbose=0)
+  return model
+
+
+@pytest.mark.parametrize("flavour", ["keras3", "ours"])
+def test_keras_archive_is_read_and_continues_exactly(tmp_path, flavour):
+  """A `.keras` archive's SGD state, read and continued in JAX, equals
+  tf_keras's legacy SGD continued from the same state on the same gradients."""
+  make = keras.optimizers.SGD if flavour == "keras3" else keras3.SGD
+  model = _keras3_bn_model(make(0.1, momentum=0.9, nesterov=True))
+  path = tmp_path / "m.keras"
+  model.save(path)
+  state = checkpoints.read(path)
+  assert state.iterations == 2
+  assert state.config["nesterov"] is True and state.config["momentum"] == 0.9
+  # Each momentum is the one Keras 3 made for that variable: Keras names it
+  # after the variable's path.
+  by_keras_name = {
+    m.name.removeprefix("net_").removesuffix("_momentum"): np.asarray(m)
+    for m in model.optimizer.momentums
+  }
+  assert sorted(state.momentum) == sorted(
+    v.path.removeprefix("net/") for v in model.trainable_variables
+  )
+  for path_, value in state.momentum.items():
+    np.testing.assert_array_equal(value, by_keras_name[path_.replace("/", "_")])
+  assert "bn/moving_mean" in state.variables and "bn/moving_mean" not in state.momentum
+
+  trainable = sorted(state.momentum)
+  params = {p: jax.numpy.asarray(state.variables[p]) for p in trainable}
+  tx, opt_state = checkpoints.to_optax(state, params)
+  rng = np.random.default_rng(2)
+  grad_steps = [
+    {p: rng.normal(size=params[p].shape).astype(np.float32) for p in trainable}
+    for _ in range(3)
+  ]
+  for grads in grad_steps:
+    updates, opt_state = jax.jit(tx.update)(grads, opt_state, params)
+    params = jax.tree.map(lambda p, u: p + u, params, updates)
+
+  tf = reference.tf
+  variables = [tf.Variable(state.variables[p], name=p) for p in trainable]
+  ref = tf_keras.optimizers.legacy.SGD(**state.config)
+  checkpoints.build_keras_slots(ref, variables)
+  ref.set_weights([np.int64(state.iterations), *(state.momentum[p] for p in trainable)])
+  step = tf.function(lambda g: ref.apply_gradients(zip(g, variables)) and None)
+  for grads in grad_steps:
+    step([tf.constant(grads[p]) for p in trainable])
+  assert_trajectories(
+    [[params[p] for p in trainable]], [[v.numpy() for v in variables]]
+  )
+
+
+def test_keras3_weights_file_is_read_through_the_model(tmp_path):
+  model = _keras3_bn_model(keras.optimizers.SGD(0.1, momentum=0.9))
+  path = os.fspath(tmp_path / "m.weights.h5")
+  model.save_weights(path)
+  with pytest.raises(
+    ValueError, match=r"m.weights.h5: a Keras 3 weights file.*from_keras3"
+  ):
+    checkpoints.read(path)
+  fresh = _keras3_bn_model(keras.optimizers.SGD(0.1, momentum=0.9))
+  fresh.load_weights(path)
+  state = checkpoints.from_keras3(fresh, source=path)
+  assert state.iterations == 2
+  for v, m in zip(model.trainable_variables, model.optimizer.momentums):
+    np.testing.assert_array_equal(state.momentum[v.path.removeprefix("net/")], m)
+
+
+@pytest.mark.parametrize(
+  ("optimizer", "match"),
+  [
+    (lambda: keras.optimizers.Adam(0.1), "Adam, not an SGD"),
+    (lambda: keras.optimizers.SGD(0.1, weight_decay=0.01), "weight_decay"),
+  ],
+)
+def test_keras3_states_with_no_legacy_meaning_are_refused(tmp_path, optimizer, match):
+  model = _keras3_bn_model(optimizer())
+  model.save(tmp_path / "m.keras")
+  with pytest.raises(ValueError, match=rf"m.keras: .*{match}"):
+    checkpoints.read(tmp_path / "m.keras")
+
+
+def test_keras_archive_is_read_without_tensorflow(tmp_path):
+  """With KERAS_BACKEND=jax, in a process where importing TensorFlow fails."""
+  model = _keras3_bn_model(keras3.SGD(0.1, momentum=0.9))
+  model.save(tmp_path / "m.keras")
+  code = (
+    "import sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None\n"
+    "from optax_keras_sgd import checkpoints\n"
+    f"s = checkpoints.read({os.fspath(tmp_path / 'm.keras')!r})\n"
+    "print(s.iterations, sorted(s.momentum)[0], s.config['momentum'])\n"
+  )
+  env = dict(os.environ, KERAS_BACKEND="jax")
+  out = subprocess.run(
+    [sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env
+  ).stdout.split()
+  assert out == ["2", "bn/beta", "0.9"]
+
+
+def test_a_broken_keras_archive_names_the_file(tmp_path):
+  with zipfile.ZipFile(tmp_path / "m.keras", "w") as z:
+    z.writestr("config.json", "{not json")
+  with pytest.raises(ValueError, match="m.keras: Keras 3 cannot load this archive"):
+    checkpoints.read(tmp_path / "m.keras")

@@ -1,7 +1,8 @@
 """Keras 2 SGD state in files, for moving a training run between Keras and
 JAX in either direction, with no TensorFlow installed.
 
-- `read` a TensorFlow checkpoint or a Keras H5 model file;
+- `read` a TensorFlow checkpoint, a Keras H5 model file or a Keras 3
+  `.keras` archive (`from_keras3` reads a live Keras 3 model);
 - `to_optax` / `to_sgd` continue that run on JAX parameters;
 - `write_h5` / `write_checkpoint` write our state back as files `tf_keras`
   loads; `build_keras_slots` and `keras_weights` hand it to a live
@@ -20,6 +21,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from optax_keras_sgd.checkpoints._bundle import CheckpointError  # noqa: E402
 from optax_keras_sgd.checkpoints._keras import build_keras_slots, keras_weights
+from optax_keras_sgd.checkpoints._keras3 import from_keras3
 from optax_keras_sgd.checkpoints._migrate import to_optax, to_sgd
 from optax_keras_sgd.checkpoints._read import KerasState, read
 from optax_keras_sgd.checkpoints._write import write_checkpoint, write_h5
@@ -28,6 +30,7 @@ __all__ = (
   "CheckpointError",
   "KerasState",
   "build_keras_slots",
+  "from_keras3",
   "keras_weights",
   "read",
   "to_optax",

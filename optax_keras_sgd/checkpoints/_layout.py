@@ -134,8 +134,11 @@ def h5_layout(f, path: str) -> Layout:
   """
   if "optimizer" in f and "vars" in f["optimizer"]:
     raise ValueError(
-      f"{path}: a Keras 3 weights file (`optimizer/vars/...`). Keras 3 files "
-      "list optimizer variables by index, without names, and are not read yet."
+      f"{path}: a Keras 3 weights file (`optimizer/vars/...`), whose "
+      "variables are listed by index: only the model tells which is which. "
+      "Build the model and `model.optimizer.build(model.trainable_variables)` "
+      "in Keras 3, `model.load_weights(path)`, then call "
+      "`checkpoints.from_keras3(model)`."
     )
   if "training_config" not in f.attrs:
     raise ValueError(

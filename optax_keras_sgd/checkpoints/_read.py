@@ -59,7 +59,8 @@ def read(path: str | os.PathLike) -> KerasState:
   without TensorFlow. Every tensor of a checkpoint is checksum-verified.
 
   Args:
-    path: a Keras H5 model file (`model.save("m.h5")`), a TensorFlow
+    path: a Keras H5 model file (`model.save("m.h5")`), a Keras 3 `.keras`
+      archive (read through Keras 3, the `keras3` extra), a TensorFlow
       checkpoint prefix (`tf.train.Checkpoint(...).write(prefix)`,
       `model.save_weights(prefix)`), a directory with a `checkpoint` file
       (its latest checkpoint) or a SavedModel directory (its variables).
@@ -76,10 +77,9 @@ def read(path: str | os.PathLike) -> KerasState:
       fetch = lambda key: np.asarray(f[key])  # noqa: E731
       return _state(path, layout, fetch)
   if os.path.isfile(path) and zipfile.is_zipfile(path):
-    raise ValueError(
-      f"{path}: a Keras 3 `.keras` archive. Keras 3 files list optimizer "
-      "variables by index, without names, and are not read yet."
-    )
+    from optax_keras_sgd.checkpoints import _keras3  # needs Keras 3
+
+    return _keras3.read_archive(path)
   prefix = checkpoint_prefix(path)
   bundle = _bundle.TensorBundle(prefix)
   return _state(prefix, _layout.bundle_layout(bundle), bundle.read)
