@@ -181,7 +181,7 @@ class SGD(keras.optimizers.Optimizer):
     else:
       lr = jnp.asarray(self._learning_rate.value, jnp.float32)
     count = jnp.asarray(_value(self.iterations), jnp.int32)
-    momentum = self.momentum
+    momentum: Any = self.momentum
     if _hyper.is_schedule(momentum):
       momentum = momentum(count.astype(jnp.float32))
     elif callable(momentum):
@@ -196,15 +196,14 @@ class SGD(keras.optimizers.Optimizer):
       global_clipnorm=global_clipnorm,
       decay=self.decay,
     )
-    slots = [
-      self.momentums[self._get_variable_index(v)] if self._use_momentum else None
-      for v in trainable_variables
-    ]
+    slots: list[Any] = []
+    if self._use_momentum:
+      slots = [self.momentums[self._get_variable_index(v)] for v in trainable_variables]
     new_values, velocities, _, _ = _runner.step(
       config,
       [v.value for v in trainable_variables],
       list(grads),
-      [m.value for m in slots] if self._use_momentum else None,
+      [m.value for m in slots] if slots else None,
       count,
       jnp.zeros((), jnp.int32),
       lr,
@@ -212,9 +211,8 @@ class SGD(keras.optimizers.Optimizer):
     )
     for variable, value in zip(trainable_variables, new_values):
       variable.assign(value)
-    if self._use_momentum:
-      for slot, value in zip(slots, velocities):
-        slot.assign(value)
+    for slot, value in zip(slots, velocities or []):
+      slot.assign(value)
 
   def get_config(self) -> dict[str, Any]:
     """The legacy SGD's config (its keys and schedule format), plus the

@@ -3,6 +3,7 @@ JAX, and written back for tf_keras to load and continue."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import numpy as np
 import optax
 import pytest
 import reference
+from helpers import optional
 
 import optax_keras_sgd as oks
 from optax_keras_sgd import checkpoints
@@ -337,3 +339,58 @@ def test_written_bundle_is_read_by_tensorflow_itself(tmp_path):
     got = reader.get_tensor(key)
     assert got.dtype == value.dtype
     np.testing.assert_array_equal(got, value)
+
+
+def _migrate(*args):
+  return subprocess.run(
+    [sys.executable, "-m", "optax_keras_sgd.migrate", *map(str, args)],
+    capture_output=True,
+    text=True,
+  )
+
+
+def test_migrate_inspect_prints_what_the_file_holds(files):
+  root, model, scaled = files
+  variables, slots, _ = _by_path(model)
+  done = _migrate("inspect", root / "model.h5", "--json")
+  assert done.returncode == 0, done.stderr
+  info = json.loads(done.stdout)
+  assert info["iterations"] == STEPS
+  assert info["config"]["nesterov"] is True
+  assert info["momentum"] == {p: [list(v.shape), "float32"] for p, v in slots.items()}
+  text = _migrate("inspect", root / "scaled").stdout
+  assert "optimizer config: none in the file" in text
+  assert f"iterations: {STEPS}" in text and "  dense/kernel  (3, 4)  float32" in text
+  assert "loss scale: current_loss_scale=" in text
+  missing = _migrate("inspect", root / "nothing.h5")
+  assert missing.returncode == 1 and "error:" in missing.stderr
+  assert "nothing" in missing.stderr
+
+
+@pytest.mark.parametrize("name", ["model.h5", "ckpt"])
+def test_migrate_convert_writes_an_orbax_run_that_continues_exactly(
+  files, name, tmp_path
+):
+  optional("orbax.checkpoint")
+  root, _, _ = files
+  flags = (
+    [] if name.endswith(".h5") else ["--set", "nesterov=true", "--set", "decay=0.01"]
+  )
+  done = _migrate("convert", root / name, tmp_path / "run", *flags)
+  assert done.returncode == 0, done.stderr
+  tx, params, opt_state, rest = checkpoints.load_converted(tmp_path / "run")
+  assert rest == {} and int(oks.iterations(opt_state)) == STEPS
+  more = _gradients(1, 4)
+  params, opt_state = _continue(params, tx, opt_state, more)
+  keras_model = keras.models.load_model(root / "model.h5")
+  _train(keras_model, more)
+  variables, slots, _ = _by_path(keras_model)
+  velocity = oks.velocity(opt_state)
+  for path in variables:
+    layer, var = path.split("/")
+    np.testing.assert_array_equal(np.asarray(params[layer][var]), variables[path])
+    np.testing.assert_array_equal(np.asarray(velocity[layer][var]), slots[path])
+  again = _migrate("convert", root / name, tmp_path / "run")
+  assert again.returncode == 1 and "exists" in again.stderr
+  bad = _migrate("convert", root / name, tmp_path / "other", "--set", "nesterov")
+  assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr

@@ -6,7 +6,9 @@ JAX in either direction, with no TensorFlow installed.
 - `to_optax` / `to_sgd` continue that run on JAX parameters;
 - `write_h5` / `write_checkpoint` write our state back as files `tf_keras`
   loads; `build_keras_slots` and `keras_weights` hand it to a live
-  `tf_keras` optimizer through `set_weights`.
+  `tf_keras` optimizer through `set_weights`;
+- `convert` / `load_converted` keep the run as an orbax checkpoint
+  (`python -m optax_keras_sgd.migrate inspect|convert FILE`).
 """
 
 try:
@@ -23,6 +25,7 @@ from optax_keras_sgd.checkpoints._bundle import CheckpointError  # noqa: E402
 from optax_keras_sgd.checkpoints._keras import build_keras_slots, keras_weights
 from optax_keras_sgd.checkpoints._keras3 import from_keras3
 from optax_keras_sgd.checkpoints._migrate import to_optax, to_sgd
+from optax_keras_sgd.checkpoints._orbax import convert, load_converted
 from optax_keras_sgd.checkpoints._read import KerasState, read
 from optax_keras_sgd.checkpoints._write import write_checkpoint, write_h5
 
@@ -30,8 +33,10 @@ __all__ = (
   "CheckpointError",
   "KerasState",
   "build_keras_slots",
+  "convert",
   "from_keras3",
   "keras_weights",
+  "load_converted",
   "read",
   "to_optax",
   "to_sgd",

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import zipfile
+from collections.abc import Iterable
 from typing import Any
 
 import h5py
@@ -41,11 +42,13 @@ class KerasState:
   hyperparameters: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   loss_scale: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
-  def params(self) -> dict[str, Any]:
-    """The model's variables as nested dicts by path, the structure the
-    default name matching expects: `{"dense": {"kernel": ..., "bias": ...}}`."""
+  def params(self, paths: Iterable[str] | None = None) -> dict[str, Any]:
+    """The model's variables (or those at `paths`) as nested dicts by path,
+    the structure the default name matching expects:
+    `{"dense": {"kernel": ..., "bias": ...}}`."""
     out: dict[str, Any] = {}
-    for path, value in self.variables.items():
+    for path in self.variables if paths is None else paths:
+      value = self.variables[path]
       *parents, leaf = path.split("/")
       node = out
       for name in parents:
