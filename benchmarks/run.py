@@ -2,6 +2,7 @@
 
     python benchmarks/run.py            # everything (about 25 minutes on 2 cores)
     python benchmarks/run.py --quick    # momentum variants only, fewer rounds
+    python benchmarks/run.py --write    # also write RESULTS.md and the README table
 
 Times one SGD step per contender (see peers.py) on each workload (see
 workloads.py) and variant, interleaved: in each of several rounds every
@@ -205,6 +206,103 @@ def peak_memory():
   return out
 
 
+README_ROWS = (
+  ("32M tensor", "momentum"),
+  ("32M tensor", "clipnorm"),
+  ("ResNet-50-like", "momentum"),
+  ("1000 tiny leaves", "momentum"),
+)
+README_COLUMNS = {
+  "ours (sgd)": "ours (sgd)",
+  "ours (sgd, FlatParams)": "FlatParams",
+  "optax.sgd": "optax.sgd",
+  "tf_keras legacy": "tf_keras",
+  "torch fused": "torch fused",
+}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_PREAMBLE = """# Benchmark results
+
+Written by `python benchmarks/run.py --write` ({date}); the README's
+performance table comes from the same run. Contenders are interleaved: in
+each round every contender runs a short block of steps, in a shuffled order;
+ms/step is the median over rounds, and each ratio is the median of ratios
+taken within a round. Small VMs drift between runs by tens of percent, so
+only ratios well beyond that are conclusions; what was tried and why is in
+docs/performance.md.
+"""
+
+
+def readme_table(rows) -> str:
+  """The README's short table (ms/step) from `step_table`'s rows."""
+  ms = {(name, variant, peer): value for name, variant, peer, value, *_ in rows}
+  lines = [
+    "| workload | variant | " + " | ".join(README_COLUMNS.values()) + " |",
+    "|---|---|" + "---|" * len(README_COLUMNS),
+  ]
+  for name, variant in README_ROWS:
+    cells = [
+      f"{ms[name, variant, peer]:.1f}" if (name, variant, peer) in ms else "n/a"
+      for peer in README_COLUMNS
+    ]
+    lines.append(f"| {name} | {variant} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def replace_between(text: str, marker: str, new: str) -> str:
+  """`text` with what lies between `<!-- marker -->` and `<!-- /marker -->`
+  replaced by `new`."""
+  start, end = f"<!-- {marker} -->\n", f"<!-- /{marker} -->"
+  head, found, rest = text.partition(start)
+  if not found or end not in rest:
+    raise ValueError(f"no {start.strip()} ... {end} block to replace")
+  return head + start + new + end + rest.split(end, 1)[1]
+
+
+def write_outputs(report: str, rows, root: str = ROOT) -> None:
+  """RESULTS.md (the whole report) and the README's table."""
+  date = time.strftime("%Y-%m-%d")
+  with open(os.path.join(root, "benchmarks", "RESULTS.md"), "w") as f:
+    f.write(RESULTS_PREAMBLE.format(date=date) + "\n" + report)
+  readme = os.path.join(root, "README.md")
+  with open(readme) as f:
+    text = f.read()
+  with open(readme, "w") as f:
+    f.write(replace_between(text, "performance-table", readme_table(rows)))
+
+
+def report(args, memory, rows) -> str:
+  """The run's tables, as Markdown."""
+  out = []
+  out.append(
+    "| workload | variant | contender | ms/step | GB/s | / fused kernel "
+    "| / ours (sgd) |\n|---|---|---|---|---|---|---|"
+  )
+  for name, variant, peer, ms, gbs, vs_fused, vs_ours in rows:
+    out.append(
+      f"| {name} | {variant} | {peer} | {ms:.3f} | {gbs:.1f} | "
+      f"{vs_fused:.2f} | {vs_ours:.2f} |"
+    )
+  out.append(
+    "\n| leaves | "
+    + " | ".join(COMPILE_COLUMNS)
+    + " |\n|---|"
+    + "---|" * len(COMPILE_COLUMNS)
+  )
+  for count, *seconds in compile_times(everything=args.all_compile_times):
+    out.append(f"| {count} | " + " | ".join(f"{t:.2f}" for t in seconds) + " |")
+  floor = 3 * 256 * 2**20 * 4
+  kind = "RSS" if peers.accelerator() is None else "device memory"
+  out.append(
+    f"\n| 256M-param momentum step | peak {kind} (GiB) "
+    "| / (params + grads + velocity) |\n|---|---|---|"
+  )
+  for donate, label in ((True, "donated"), (False, "not donated")):
+    out.append(
+      f"| {label} | {memory[donate] / 2**30:.2f} | {memory[donate] / floor:.2f} |"
+    )
+  return "\n".join(out) + "\n"
+
+
 def main():
   parser = argparse.ArgumentParser(description="optax-keras-sgd benchmarks")
   parser.add_argument(
@@ -215,6 +313,11 @@ def main():
     "--all-compile-times",
     action="store_true",
     help="also the slow per-leaf columns at 5,000 leaves (minutes)",
+  )
+  parser.add_argument(
+    "--write",
+    action="store_true",
+    help="write benchmarks/RESULTS.md and the README's performance table",
   )
   parser.add_argument(
     "--memory-probe", choices=["donate", "copy"], help=argparse.SUPPRESS
@@ -236,42 +339,20 @@ def main():
     )
   except ImportError:
     pass
-  print(
-    f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
+  header = (
+    f"## {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
     f"jax {jax.__version__} on {jax.devices()[0].device_kind}, optax "
-    f"{optax.__version__}{torch_threads}\n"
+    f"{optax.__version__}{torch_threads}, {args.rounds} rounds\n"
   )
+  print(header)
 
   # Memory first, in fresh processes, before this one fills up with peers.
   memory = peak_memory()
   rows = step_table(args)
-  print(
-    "\n| workload | variant | contender | ms/step | GB/s | / fused kernel "
-    "| / ours (sgd) |\n|---|---|---|---|---|---|---|"
-  )
-  for name, variant, peer, ms, gbs, vs_fused, vs_ours in rows:
-    print(
-      f"| {name} | {variant} | {peer} | {ms:.3f} | {gbs:.1f} | "
-      f"{vs_fused:.2f} | {vs_ours:.2f} |"
-    )
-
-  print(
-    "\n| leaves | "
-    + " | ".join(COMPILE_COLUMNS)
-    + " |\n|---|"
-    + "---|" * len(COMPILE_COLUMNS)
-  )
-  for count, *seconds in compile_times(everything=args.all_compile_times):
-    print(f"| {count} | " + " | ".join(f"{t:.2f}" for t in seconds) + " |")
-
-  floor = 3 * 256 * 2**20 * 4
-  kind = "RSS" if peers.accelerator() is None else "device memory"
-  print(
-    f"\n| 256M-param momentum step | peak {kind} (GiB) "
-    "| / (params + grads + velocity) |\n|---|---|---|"
-  )
-  for donate, label in ((True, "donated"), (False, "not donated")):
-    print(f"| {label} | {memory[donate] / 2**30:.2f} | {memory[donate] / floor:.2f} |")
+  text = header + "\n" + report(args, memory, rows)
+  print(text)
+  if args.write:
+    write_outputs(text, rows)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Timings are never asserted here; this only keeps `benchmarks/` working.
 from __future__ import annotations
 
 import os
+import pathlib
 import sys
 import types
 
@@ -69,3 +70,24 @@ def test_compile_table_has_one_time_per_column():
   (row,) = run.compile_times(counts=(2,))
   assert row[0] == 2 and len(row) == 1 + len(run.COMPILE_COLUMNS)
   assert all(0 < seconds < 60 for seconds in row[1:])
+
+
+def test_write_outputs_fills_the_readme_table_and_results(tmp_path):
+  (tmp_path / "benchmarks").mkdir()
+  readme = "intro\n<!-- performance-table -->\nold\n<!-- /performance-table -->\nend\n"
+  (tmp_path / "README.md").write_text(readme)
+  rows = [
+    ("32M tensor", "momentum", "ours (sgd)", 15.84, 42.0, 1.0, 1.0),
+    ("32M tensor", "momentum", "torch fused", 12.04, 55.0, 0.8, 0.76),
+  ]
+  run.write_outputs("## the report\n", rows, root=str(tmp_path))
+  text = (tmp_path / "README.md").read_text()
+  assert text.startswith("intro\n<!-- performance-table -->\n| workload |")
+  assert "| 32M tensor | momentum | 15.8 | n/a | n/a | n/a | 12.0 |" in text
+  assert "| ResNet-50-like | momentum | n/a |" in text and "old" not in text
+  assert text.endswith("<!-- /performance-table -->\nend\n")
+  results = (tmp_path / "benchmarks" / "RESULTS.md").read_text()
+  assert results.startswith("# Benchmark results") and "## the report" in results
+  # The real README has the block the command rewrites.
+  real = (pathlib.Path(run.ROOT) / "README.md").read_text()
+  assert run.replace_between(real, "performance-table", "x\n").count("x\n") >= 1
