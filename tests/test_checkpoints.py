@@ -332,13 +332,19 @@ def test_written_bundle_is_read_by_tensorflow_itself(tmp_path):
     "a": np.arange(6, dtype=np.float32).reshape(2, 3),
     "b/c": np.array(7, np.int64),
     "d": np.array([1.5, -2.0], dtype=np.float16),
+    "e": np.array([0.5, 3.0], dtype=jax.numpy.bfloat16),
   }
   checkpoints._bundle.write_bundle(str(tmp_path / "x"), tensors)
   reader = tf.train.load_checkpoint(str(tmp_path / "x"))
+  ours = checkpoints._bundle.TensorBundle(str(tmp_path / "x"))
   for key, value in tensors.items():
     got = reader.get_tensor(key)
     assert got.dtype == value.dtype
     np.testing.assert_array_equal(got, value)
+    # Our reader too: each tensor read into its own writable array.
+    mine = ours.read(key)
+    assert mine.dtype == value.dtype and mine.flags.writeable
+    np.testing.assert_array_equal(mine, value)
 
 
 def _migrate(*args):

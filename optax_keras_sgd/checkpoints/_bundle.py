@@ -78,7 +78,6 @@ class TensorBundle:
       key.decode(): _protos.BundleEntryProto.FromString(value)
       for key, value in table.items()
     }
-    self._data: dict[int, bytes] = {}
 
   def keys(self) -> list[str]:
     return list(self._entries)
@@ -102,19 +101,21 @@ class TensorBundle:
         f"{self.prefix}.index: {key!r} is saved in slices "
         "(a partitioned variable), which is not supported."
       )
-    if entry.shard_id not in self._data:
-      path = _data_path(self.prefix, entry.shard_id, self.num_shards)
-      if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} (the data file of {key!r}) does not exist.")
-      with open(path, "rb") as f:
-        self._data[entry.shard_id] = f.read()
-    data = self._data[entry.shard_id]
-    if entry.offset + entry.size > len(data):
+    path = self._data_file(key, entry)
+    with open(path, "rb") as f:
+      f.seek(entry.offset)
+      raw = f.read(entry.size)
+    if len(raw) != entry.size:
       raise CheckpointError(
-        f"{_data_path(self.prefix, entry.shard_id, self.num_shards)}: {key!r} "
-        "runs past the end of the file (truncated?)."
+        f"{path}: {key!r} runs past the end of the file (truncated?)."
       )
-    return data[entry.offset : entry.offset + entry.size]
+    return raw
+
+  def _data_file(self, key: str, entry: Any) -> str:
+    path = _data_path(self.prefix, entry.shard_id, self.num_shards)
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} (the data file of {key!r}) does not exist.")
+    return path
 
   def read(self, key: str) -> np.ndarray:
     """The tensor saved under `key`, checksum verified.
@@ -133,12 +134,29 @@ class TensorBundle:
         f"{self.prefix}.index: {key!r} has TensorFlow dtype "
         f"enum {entry.dtype}, which this reader does not know."
       )
-    if _table.masked_crc32c(raw) != entry.crc32c:
+    array = self._read_array(key, entry, _DTYPES[entry.dtype])
+    if _table.masked_crc32c(array.view(np.uint8)) != entry.crc32c:
       raise CheckpointError(
         f"{_data_path(self.prefix, entry.shard_id, self.num_shards)}: checksum "
         f"mismatch for {key!r} (the file is corrupted)."
       )
-    return np.frombuffer(raw, _DTYPES[entry.dtype]).reshape(shape).copy()
+    array.setflags(write=True)
+    return array.reshape(shape)
+
+  def _read_array(self, key: str, entry: Any, dtype: Any) -> np.ndarray:
+    """`key`'s bytes read straight into a new (read-only) array: one copy,
+    and only this tensor in memory."""
+    path = self._data_file(key, entry)
+    array = np.empty(entry.size // np.dtype(dtype).itemsize, dtype)
+    with open(path, "rb") as f:
+      f.seek(entry.offset)
+      got = f.readinto(array.view(np.uint8).data)
+    if got != entry.size:
+      raise CheckpointError(
+        f"{path}: {key!r} runs past the end of the file (truncated?)."
+      )
+    array.setflags(write=False)  # the checksum reads a read-only buffer
+    return array
 
   def raw_entry(self, key: str) -> tuple[bytes, bytes]:
     """`key`'s serialized entry and raw bytes, for copying it unchanged."""

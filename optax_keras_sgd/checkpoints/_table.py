@@ -13,6 +13,7 @@ from __future__ import annotations
 import struct
 
 import google_crc32c
+import numpy as np
 
 _MAGIC = 0xDB4775248B80FB57
 _FOOTER_SIZE = 48
@@ -21,7 +22,7 @@ _BLOCK_SIZE = 256 * 1024
 _MASK_DELTA = 0xA282EAD8
 
 
-def masked_crc32c(data: bytes) -> int:
+def masked_crc32c(data: bytes | np.ndarray) -> int:
   """CRC-32C of `data`, masked as TensorFlow stores it in its files."""
   crc = google_crc32c.value(data)
   return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
