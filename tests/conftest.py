@@ -4,8 +4,6 @@ import re
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-# Keras 3 (test_keras3.py) runs on its JAX backend, chosen before its import.
-os.environ["KERAS_BACKEND"] = "jax"
 sys.path.insert(0, os.path.dirname(__file__))
 
 # Run in subprocesses with 8 simulated devices (see test_multi_device.py);

@@ -40,9 +40,11 @@ def test_all_is_sorted_and_complete():
 
 def test_no_other_public_names():
   public = {n for n in dir(oks) if not n.startswith("_")}
-  # `demo` (a command) and `checkpoints` (needs the `checkpoints` extra) are
-  # submodules imported by name, not by `import optax_keras_sgd`.
-  assert public - {"demo", "checkpoints"} == set(oks.__all__)
+  # Commands (`demo`, `migrate`) and the modules that need an extra
+  # (`checkpoints`, `keras3`) are imported by name, not by
+  # `import optax_keras_sgd`.
+  submodules = {"demo", "migrate", "checkpoints", "keras3"}
+  assert public - submodules == set(oks.__all__)
 
 
 def test_schedules_surface():
@@ -66,6 +68,9 @@ def test_checkpoints_surface():
   assert list(checkpoints.__all__) == sorted(checkpoints.__all__)
   assert set(checkpoints.__all__) == {
     "CheckpointError",
+    "convert",
+    "from_keras3",
+    "load_converted",
     "KerasState",
     "build_keras_slots",
     "keras_weights",
@@ -93,3 +98,10 @@ def test_version():
 def test_renamed_names_still_work_with_a_deprecation_warning(old, new):
   with pytest.warns(DeprecationWarning, match=f"use {new}"):
     assert getattr(oks, old) is getattr(oks, new)
+
+
+def test_keras3_surface():
+  pytest.importorskip("keras")
+  from optax_keras_sgd import keras3
+
+  assert keras3.__all__ == ("SGD", "keras_sgd_config", "restore_legacy_state")

@@ -125,9 +125,9 @@ class TensorBundle:
       CheckpointError: naming the file and key, on a checksum mismatch or a
         dtype this reader does not know.
     """
-    entry, raw = self._entry(key), self._raw(key)
-    shape = self.shape(key)
+    entry, shape = self._entry(key), self.shape(key)
     if entry.dtype == _DT_STRING:
+      raw = self._raw(key)
       return _decode_strings(raw, shape, entry.crc32c, f"{self.prefix}: {key!r}")
     if entry.dtype not in _DTYPES:
       raise CheckpointError(

@@ -1,30 +1,18 @@
-"""Keras 2's legacy SGD inside Keras 3 (`KERAS_BACKEND=jax`).
+"""`SGD`: Keras 2's legacy SGD as a Keras 3 optimizer (JAX backend).
 
-`SGD` is a `keras.optimizers.Optimizer` whose step is this project's
-Keras-exact step (`optax_keras_sgd.sgd`), so `model.compile(optimizer=SGD(...))`
-then `model.fit(...)` trains as `tf_keras`'s legacy SGD does on the same
-gradients: the learning rate inside the velocity, Nesterov, legacy `decay`,
-momentum schedules, per-tensor `clipnorm` together with `clipvalue` or
-`global_clipnorm`, and the legacy schedules' arithmetic. Its variables follow
-Keras 3's own SGD (`iteration`, `learning_rate` for a number, then one
-`momentum` per variable), so `.keras` files round-trip, and a file saved with
-Keras 3's SGD loads into it.
-
-`keras_sgd_config` converts a legacy config to Keras 3's own SGD where that
-can express it; `restore_legacy_state` loads a legacy run's step count and
-velocities (from a Keras H5 file or TF checkpoint, read without TensorFlow)
-into this optimizer.
+Keras 3 does what happens around the step (filtering `None` gradients, loss
+scaling, gradient accumulation, EMA, constraints, the `iteration` counter);
+`_backend_update_step` runs this project's step (`_facade._runner.step`),
+clipping included, traced into Keras's jitted train step.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
 import keras
-import numpy as np
 
 from optax_keras_sgd import _config, _momentum, _validation, schedules
 from optax_keras_sgd._facade import _hyperparameters as _hyper
@@ -46,6 +34,15 @@ _KERAS3_KWARGS = (
   "ema_momentum",
   "ema_overwrite_frequency",
 )
+
+
+_DEFAULTS = {
+  "loss_scale_factor": None,
+  "gradient_accumulation_steps": None,
+  "use_ema": False,
+  "ema_momentum": 0.99,
+  "ema_overwrite_frequency": None,
+}
 
 
 def _as_legacy_schedule(value: Any) -> Any:
@@ -106,6 +103,19 @@ class SGD(keras.optimizers.Optimizer):
       meaning: use a kernel regularizer).
     ValueError: as the legacy optimizer (negative values, momentum outside
       [0, 1], both `clipnorm` and `global_clipnorm`).
+
+  Examples:
+    Legacy arguments that Keras 3's own SGD would drop or refuse:
+
+    >>> import keras
+    >>> from optax_keras_sgd import keras3
+    >>> opt = keras3.SGD(0.1, momentum=0.9, decay=0.01, clipnorm=1.0, clipvalue=0.5)
+    >>> var = keras.Variable([1.0, 2.0])
+    >>> opt.apply([keras.ops.array([0.5, -4.0])], [var])
+    >>> var.numpy()  # clipvalue, then per-tensor clipnorm, then v = -lr * g
+    array([0.95, 2.05], dtype=float32)
+    >>> sorted(opt.get_config())
+    ['clipnorm', 'clipvalue', 'decay', 'learning_rate', 'momentum', 'name', 'nesterov']
   """
 
   def __init__(
@@ -245,110 +255,3 @@ class SGD(keras.optimizers.Optimizer):
     kwargs = _config.optimizer_kwargs_from_config(legacy, custom_objects)
     kwargs.pop("skip_non_finite", None)
     return cls(**kwargs, **extra)
-
-
-_DEFAULTS = {
-  "loss_scale_factor": None,
-  "gradient_accumulation_steps": None,
-  "use_ema": False,
-  "ema_momentum": 0.99,
-  "ema_overwrite_frequency": None,
-}
-
-
-def keras_sgd_config(config: Mapping[str, Any]) -> dict[str, Any]:
-  """A legacy `tf_keras` SGD config as a config of Keras 3's own `SGD`.
-
-  `decay` becomes `InverseTimeDecay(learning_rate, decay_steps=1,
-  decay_rate=decay)`, the same formula. Keras 3's SGD then runs the same
-  formulas, but not the legacy rounding (see the README's table).
-
-  Raises:
-    ValueError: for what Keras 3's SGD cannot express, naming it: more than
-      one clipping argument, or `decay` with a learning-rate schedule.
-  """
-  kwargs = _config.optimizer_kwargs_from_config(dict(config))
-  clips = [k for k in ("clipvalue", "clipnorm", "global_clipnorm") if k in kwargs]
-  if len(clips) > 1:
-    raise ValueError(
-      f"Keras 3's SGD takes one clipping argument; this config has {clips}. "
-      "Use optax_keras_sgd.keras3.SGD to keep them all."
-    )
-  if kwargs.pop("skip_non_finite", False):
-    raise ValueError("Keras 3's SGD has no `skip_non_finite`.")
-  learning_rate = kwargs.get("learning_rate", 0.01)
-  decay = float(kwargs.pop("decay", 0.0))
-  if isinstance(learning_rate, schedules.LearningRateSchedule):
-    if decay:
-      raise ValueError(
-        "Keras 3's SGD cannot apply legacy `decay` on top of a schedule "
-        f"(decay={decay}). Use optax_keras_sgd.keras3.SGD."
-      )
-    kwargs["learning_rate"] = {
-      "module": "keras.optimizers.schedules",
-      **schedules.serialize(learning_rate),
-      "registered_name": None,
-    }
-  elif decay:
-    kwargs["learning_rate"] = {
-      "module": "keras.optimizers.schedules",
-      "class_name": "InverseTimeDecay",
-      "config": {
-        "initial_learning_rate": float(learning_rate),
-        "decay_steps": 1,
-        "decay_rate": decay,
-        "staircase": False,
-        "name": "InverseTimeDecay",
-      },
-      "registered_name": None,
-    }
-  if "momentum" in kwargs:
-    kwargs["momentum"] = float(kwargs["momentum"])
-  return kwargs
-
-
-def restore_legacy_state(
-  optimizer: SGD,
-  model: Any,
-  source: str | os.PathLike | Any,
-  *,
-  names: Mapping[str, str] | Callable[[str], str] | None = None,
-) -> SGD:
-  """Loads a legacy run's step count and velocities into `optimizer`, built
-  for `model.trainable_variables`.
-
-  Args:
-    optimizer: the optimizer to continue with (e.g. `SGD.from_config` of the
-      file's config, `KerasState.config`).
-    model: the Keras 3 model, with the legacy model's weights loaded.
-    source: a Keras H5 file or TF checkpoint (`optax_keras_sgd.checkpoints
-      .read` reads it, without TensorFlow), or what `read` returned.
-    names: a mapping (or function) from legacy variable path to Keras 3 path,
-      for layers named differently. Keras 3 paths start with the model's
-      name (`sequential/dense/kernel`); that prefix is matched without it.
-
-  Raises:
-    ValueError: for unmatched variables, or shapes or dtypes that differ;
-      nothing is assigned then.
-  """
-  from optax_keras_sgd.checkpoints import KerasState, _migrate, read
-
-  state = source if isinstance(source, KerasState) else read(source)
-  variables = list(model.trainable_variables)
-  prefix = f"{model.name}/"
-  paths = [v.path.removeprefix(prefix) for v in variables]
-  if len(set(paths)) != len(paths):
-    raise ValueError(f"The model's trainable variables share paths: {paths}.")
-  # One leaf per variable, keyed by its path (the matching reads leaf paths).
-  params = {p: np.zeros(v.shape, v.dtype) for p, v in zip(paths, variables)}
-  optimizer.build(variables)
-  by_path = {}
-  if optimizer._use_momentum:
-    sorted_paths = _migrate.targets(params)[0]
-    by_path = dict(zip(sorted_paths, _migrate.velocities(state, params, names)))
-  optimizer._iterations.assign(np.int32(state.iterations))
-  for variable, path in zip(variables, paths):
-    if by_path:
-      index = optimizer._get_variable_index(variable)
-      optimizer.momentums[index].assign(by_path[path])
-  return optimizer
