@@ -273,6 +273,11 @@ def test_keras_sgd_config_converts_what_keras3_can_express():
     )
 
 
+class _Halving(keras.optimizers.schedules.LearningRateSchedule):
+  def __call__(self, step):
+    return 0.1 * 0.5**step
+
+
 @pytest.mark.parametrize(
   ("kwargs", "error", "match"),
   [
@@ -281,6 +286,7 @@ def test_keras_sgd_config_converts_what_keras3_can_express():
     (dict(momentum=1.5), ValueError, "momentum"),
     (dict(decay=-1.0), ValueError, "decay"),
     (dict(learning_rate=keras.optimizers.schedules.CosineDecay(0.1, 10)), None, None),
+    (dict(learning_rate=_Halving()), ValueError, "_Halving is not one of the six"),
   ],
 )
 def test_arguments_are_checked(kwargs, error, match):
@@ -407,3 +413,68 @@ def test_a_broken_keras_archive_names_the_file(tmp_path):
     z.writestr("config.json", "{not json")
   with pytest.raises(ValueError, match="m.keras: Keras 3 cannot load this archive"):
     checkpoints.read(tmp_path / "m.keras")
+
+
+def _apply_each(opt, variables, grad_steps):
+  """`opt.apply` on each step's gradients, jitted through `stateless_apply`
+  as Keras 3's trainer runs it; returns the variables after every call."""
+  opt.build(variables)
+  apply = jax.jit(opt.stateless_apply)
+  train_values = [v.value for v in variables]
+  opt_values = [v.value for v in opt.variables]
+  out = []
+  for grads in grad_steps:
+    grads = [jax.numpy.asarray(g, np.float32) for g in grads]
+    train_values, opt_values = apply(opt_values, grads, train_values)
+    out.append([np.asarray(v) for v in train_values])
+  return out
+
+
+def test_gradient_accumulation_applies_legacy_steps_to_the_mean():
+  """Keras 3 averages every two gradients; the legacy step then runs on the
+  average with the step count of whole steps (for `decay`)."""
+  rng = np.random.default_rng(4)
+  params, micro = random_problem(rng, [(5, 3), (7,)], steps=8)
+  kwargs = dict(learning_rate=0.05, momentum=0.9, nesterov=True, decay=0.1)
+  ours = _apply_each(
+    keras3.SGD(**kwargs, gradient_accumulation_steps=2),
+    [keras.Variable(p, dtype="float32") for p in params],
+    micro,
+  )
+  f32 = lambda x: np.asarray(x, np.float32)  # noqa: E731
+  # Keras 3's accumulation, stated in NumPy: (g2 + g1) / 2 in float32.
+  mean = [
+    [(f32(b) + f32(a)) / np.float32(2) for a, b in zip(micro[i], micro[i + 1])]
+    for i in range(0, len(micro), 2)
+  ]
+  ref, _ = reference.run(params, mean, **kwargs)
+  assert_trajectories(ours[1::2], ref)
+  assert_trajectories(ours[0::2], [[f32(p) for p in params], *ref[:-1]])
+
+
+def test_loss_scale_factor_is_undone_before_the_legacy_step():
+  rng = np.random.default_rng(5)
+  params, grad_steps = random_problem(rng, [(4, 4)], steps=4)
+  kwargs = dict(learning_rate=0.1, momentum=0.5, clipvalue=0.3)
+  scaled = [
+    [np.float32(1024) * np.asarray(g, np.float32) for g in s] for s in grad_steps
+  ]
+  ours = _apply_each(
+    keras3.SGD(**kwargs, loss_scale_factor=1024.0),
+    [keras.Variable(p, dtype="float32") for p in params],
+    scaled,
+  )
+  ref, _ = reference.run(params, grad_steps, **kwargs)
+  assert_trajectories(ours, ref)
+
+
+def test_ema_leaves_the_trained_variables_as_the_reference():
+  rng = np.random.default_rng(6)
+  params, grad_steps = random_problem(rng, [(3, 2)], steps=4)
+  opt = keras3.SGD(0.1, momentum=0.9, use_ema=True, ema_momentum=0.5)
+  ours = _apply_each(
+    opt, [keras.Variable(p, dtype="float32") for p in params], grad_steps
+  )
+  ref, _ = reference.run(params, grad_steps, learning_rate=0.1, momentum=0.9)
+  assert_trajectories(ours, ref)
+  assert opt.get_config()["use_ema"] is True and opt.get_config()["ema_momentum"] == 0.5

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from optax_keras_sgd import _config
-from optax_keras_sgd.checkpoints._read import KerasState
+from optax_keras_sgd.checkpoints._read import KerasState, require
 
 # Keras 3 arguments with no legacy meaning, and the values that mean "off".
 _KERAS3_ONLY = {
@@ -33,12 +33,7 @@ _KERAS3_ONLY = {
 
 
 def _keras() -> Any:
-  try:
-    import keras
-  except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError(
-      "Reading Keras 3 files needs Keras 3: pip install 'optax-keras-sgd[keras3]'."
-    ) from e
+  keras = require("keras", "optax-keras-sgd[keras3]")
   if keras.backend.backend() == "jax":
     import optax_keras_sgd.keras3  # noqa: F401  (registers our SGD for loading)
   return keras

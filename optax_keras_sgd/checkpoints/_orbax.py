@@ -18,19 +18,13 @@ from typing import Any
 from optax_keras_sgd import _alias, _config
 from optax_keras_sgd._facade import SGD
 from optax_keras_sgd.checkpoints import _migrate
-from optax_keras_sgd.checkpoints._read import KerasState, read
+from optax_keras_sgd.checkpoints._read import KerasState, read, require
 
 CONFIG_FILE = "sgd_config.json"
 
 
 def _orbax() -> Any:
-  try:
-    import orbax.checkpoint as ocp
-  except ImportError as e:  # pragma: no cover - depends on the environment
-    raise ImportError(
-      "Writing orbax checkpoints needs orbax: pip install orbax-checkpoint."
-    ) from e
-  return ocp
+  return require("orbax.checkpoint", "orbax-checkpoint")
 
 
 def convert(

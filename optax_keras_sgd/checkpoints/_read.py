@@ -5,6 +5,7 @@ TF format, a SavedModel's `variables/`) and Keras H5 model files."""
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import os
 import zipfile
@@ -120,3 +121,11 @@ def _state(source: str, layout: _layout.Layout, fetch) -> KerasState:
     hyperparameters=fetch_all(layout.hyperparameters),
     loss_scale=fetch_all(layout.loss_scale),
   )
+
+
+def require(module: str, install: str) -> Any:
+  """Imports `module` (an optional dependency), or says what to install."""
+  try:
+    return importlib.import_module(module)
+  except ImportError as e:  # pragma: no cover - depends on the environment
+    raise ImportError(f"This needs {module}: pip install {install!r}.") from e

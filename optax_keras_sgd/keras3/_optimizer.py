@@ -25,18 +25,10 @@ if keras.backend.backend() != "jax":  # pragma: no cover - set before import
     "KERAS_BACKEND=jax before importing keras."
   )
 
-# Keras 3 arguments that keep their meaning around the legacy step: they act
-# before it (loss scaling, gradient accumulation) or after it (EMA).
-_KERAS3_KWARGS = (
-  "loss_scale_factor",
-  "gradient_accumulation_steps",
-  "use_ema",
-  "ema_momentum",
-  "ema_overwrite_frequency",
-)
-
-
-_DEFAULTS = {
+# Keras 3 arguments that keep their meaning around the legacy step, with
+# their defaults: they act before it (loss scaling, gradient accumulation) or
+# after it (EMA).
+_KERAS3_KWARGS = {
   "loss_scale_factor": None,
   "gradient_accumulation_steps": None,
   "use_ema": False,
@@ -52,9 +44,10 @@ def _as_legacy_schedule(value: Any) -> Any:
     name = type(value).__name__
     if getattr(schedules, name, None) is None:
       raise ValueError(
-        f"`learning_rate`: the Keras 3 schedule {name} has no Keras 2 "
-        "counterpart. Use an `optax_keras_sgd.schedules` schedule or any "
-        "callable of the step."
+        f"`learning_rate`: the Keras 3 schedule {name} is not one of the "
+        "six Keras 2 schedules, so its legacy arithmetic is unknown. Use an "
+        "`optax_keras_sgd.schedules` schedule (subclass "
+        "`optax_keras_sgd.schedules.LearningRateSchedule` for your own)."
       )
     return schedules.deserialize({"class_name": name, "config": value.get_config()})
   return value
@@ -244,7 +237,7 @@ class SGD(keras.optimizers.Optimizer):
       nesterov=self.nesterov,
     )
     base = super().get_config()
-    config.update({k: base[k] for k in _KERAS3_KWARGS if base[k] != _DEFAULTS[k]})
+    config.update({k: base[k] for k, off in _KERAS3_KWARGS.items() if base[k] != off})
     return config
 
   @classmethod
