@@ -140,8 +140,9 @@ ALLOWED_KWARGS = {"clipnorm", "clipvalue", "lr", "decay", "global_clipnorm"}
 
 
 def check_kwargs(kwargs: dict[str, Any], learning_rate: Any) -> Any:
-  """Checks the constructor's `**kwargs` as Keras does; returns the learning
-  rate to use (`lr`, deprecated, replaces `learning_rate`)."""
+  """Checks the constructor's `**kwargs` as Keras does (names, signs, not
+  both `clipnorm` and `global_clipnorm`, with the raw values in the message);
+  returns the learning rate to use (`lr`, deprecated, replaces it)."""
   for key, value in kwargs.items():
     if key not in ALLOWED_KWARGS:
       raise TypeError(
@@ -150,6 +151,9 @@ def check_kwargs(kwargs: dict[str, Any], learning_rate: Any) -> Any:
       )
     if value is not None and not (key == "lr" and callable(value)):
       _validation.check_non_negative(key, value)
+  _validation.check_clip_exclusive(
+    kwargs.get("clipnorm"), kwargs.get("global_clipnorm")
+  )
   if "lr" not in kwargs:
     return learning_rate
   warnings.warn(
@@ -171,3 +175,11 @@ def keras_config(opt: Any) -> dict[str, Any]:
   if opt._skip_non_finite:
     config["skip_non_finite"] = True
   return config
+
+
+def check_aggregator(aggregator: Any) -> None:
+  if aggregator is not None and not callable(aggregator):
+    raise TypeError(
+      "`gradient_aggregator` must be a callable on (gradient, Variable) "
+      f"pairs. Received: {type(aggregator).__name__}."
+    )

@@ -91,15 +91,7 @@ class SGD(KerasWeights):
   ):
     learning_rate = _hyper.check_kwargs(kwargs, learning_rate)
     _validation.check_bool("skip_non_finite", skip_non_finite)
-    if gradient_aggregator is not None and not callable(gradient_aggregator):
-      raise TypeError(
-        "`gradient_aggregator` must be a callable on (gradient, "
-        "Variable) pairs. Received: "
-        f"{type(gradient_aggregator).__name__}."
-      )
-    _validation.check_clip_exclusive(
-      kwargs.get("clipnorm"), kwargs.get("global_clipnorm")
-    )
+    _hyper.check_aggregator(gradient_aggregator)
     self._hyper: dict[str, Any] = {}
     self.learning_rate = learning_rate
     self.momentum = momentum
