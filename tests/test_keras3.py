@@ -478,3 +478,39 @@ def test_ema_leaves_the_trained_variables_as_the_reference():
   ref, _ = reference.run(params, grad_steps, learning_rate=0.1, momentum=0.9)
   assert_trajectories(ours, ref)
   assert opt.get_config()["use_ema"] is True and opt.get_config()["ema_momentum"] == 0.5
+
+
+def test_a_new_learning_rate_takes_effect_at_the_next_step():
+  """`opt.learning_rate = x` (as Keras callbacks such as ReduceLROnPlateau
+  do) between jitted steps, against tf_keras doing the same."""
+  rng = np.random.default_rng(7)
+  params, grad_steps = random_problem(rng, [(6,)], steps=4)
+  opt = keras3.SGD(0.1, momentum=0.9)
+  variables = [keras.Variable(params[0], dtype="float32")]
+  opt.build(variables)
+  apply = jax.jit(opt.stateless_apply)
+  train_values = [v.value for v in variables]
+  ours = []
+  for i, grads in enumerate(grad_steps):
+    if i == 2:
+      opt.learning_rate = 0.05
+    opt_values = [v.value for v in opt.variables]
+    train_values, opt_values = apply(
+      opt_values, [jax.numpy.asarray(grads[0], "float32")], train_values
+    )
+    for var, value in zip(opt.variables, opt_values):
+      var.assign(value)
+    ours.append([np.asarray(train_values[0])])
+  assert apply._cache_size() == 1  # no retracing for the new value
+
+  tf = reference.tf
+  ref_var = tf.Variable(np.asarray(params[0], np.float32))
+  ref_opt = tf_keras.optimizers.legacy.SGD(0.1, momentum=0.9)
+  step = tf.function(lambda g: ref_opt.apply_gradients([(g, ref_var)]) and None)
+  ref = []
+  for i, grads in enumerate(grad_steps):
+    if i == 2:
+      ref_opt.learning_rate = 0.05
+    step(tf.constant(np.asarray(grads[0], np.float32)))
+    ref.append([ref_var.numpy()])
+  assert_trajectories(ours, ref)
