@@ -103,8 +103,6 @@ def restore_legacy_state(
     sorted_paths = _migrate.targets(params)[0]
     by_path = dict(zip(sorted_paths, _migrate.velocities(state, params, names)))
   optimizer._iterations.assign(np.int32(state.iterations))
-  for variable, path in zip(variables, paths):
-    if by_path:
-      index = optimizer._get_variable_index(variable)
-      optimizer.momentums[index].assign(by_path[path])
+  for variable, path in zip(variables, paths) if by_path else ():
+    optimizer.momentums[optimizer._get_variable_index(variable)].assign(by_path[path])
   return optimizer
