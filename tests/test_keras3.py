@@ -141,6 +141,21 @@ def test_fit_matches_tf_keras_legacy_sgd(case, run_eagerly):
   assert_trajectories([ours_values], [ref_values], exact=exact, ulps=4)
 
 
+def _apply_each(opt, variables, grad_steps, dtype="float32"):
+  """`opt.apply` on each step's gradients, jitted through `stateless_apply`
+  as Keras 3's trainer runs it; returns the variables after every call."""
+  opt.build(variables)
+  apply = jax.jit(opt.stateless_apply)
+  train_values = [v.value for v in variables]
+  opt_values = [v.value for v in opt.variables]
+  out = []
+  for grads in grad_steps:
+    grads = [jax.numpy.asarray(g, dtype) for g in grads]
+    train_values, opt_values = apply(opt_values, grads, train_values)
+    out.append([np.asarray(v) for v in train_values])
+  return out
+
+
 def test_stateless_apply_matches_the_reference_in_each_dtype():
   """The call Keras 3's JAX trainer makes, jitted, on random gradients."""
   rng = np.random.default_rng(3)
@@ -148,16 +163,7 @@ def test_stateless_apply_matches_the_reference_in_each_dtype():
   kwargs = dict(learning_rate=0.05, momentum=0.9, nesterov=True, decay=0.02)
   for dtype in ("float32", "float16", "bfloat16"):
     variables = [keras.Variable(p, dtype=dtype) for p in params]
-    opt = keras3.SGD(**kwargs)
-    opt.build(variables)
-    apply = jax.jit(opt.stateless_apply)
-    train_values = [v.value for v in variables]
-    opt_values = [v.value for v in opt.variables]
-    ours = []
-    for grads in grad_steps:
-      grads = [jax.numpy.asarray(g, dtype) for g in grads]
-      train_values, opt_values = apply(opt_values, grads, train_values)
-      ours.append(train_values)
+    ours = _apply_each(keras3.SGD(**kwargs), variables, grad_steps, dtype)
     ref, _ = reference.run(params, grad_steps, dtype=dtype, **kwargs)
     assert_trajectories(ours, ref, dtype=dtype)
 
@@ -413,21 +419,6 @@ def test_a_broken_keras_archive_names_the_file(tmp_path):
     z.writestr("config.json", "{not json")
   with pytest.raises(ValueError, match="m.keras: Keras 3 cannot load this archive"):
     checkpoints.read(tmp_path / "m.keras")
-
-
-def _apply_each(opt, variables, grad_steps):
-  """`opt.apply` on each step's gradients, jitted through `stateless_apply`
-  as Keras 3's trainer runs it; returns the variables after every call."""
-  opt.build(variables)
-  apply = jax.jit(opt.stateless_apply)
-  train_values = [v.value for v in variables]
-  opt_values = [v.value for v in opt.variables]
-  out = []
-  for grads in grad_steps:
-    grads = [jax.numpy.asarray(g, np.float32) for g in grads]
-    train_values, opt_values = apply(opt_values, grads, train_values)
-    out.append([np.asarray(v) for v in train_values])
-  return out
 
 
 def test_gradient_accumulation_applies_legacy_steps_to_the_mean():

@@ -162,19 +162,49 @@ def check_kwargs(kwargs: dict[str, Any], learning_rate: Any) -> Any:
   return kwargs["lr"]
 
 
-def keras_config(opt: Any) -> dict[str, Any]:
-  """`opt.get_config()`: the reference's keys and order, plus ours."""
-  config: dict[str, Any] = {"name": opt.name}
+def legacy_config(
+  name: str,
+  learning_rate: Any,
+  momentum: Any,
+  nesterov: bool,
+  decay: float,
+  clipping: dict[str, Any],
+) -> dict[str, Any]:
+  """An SGD config in the reference's keys and order (thresholds that are
+  None left out), hyperparameters as `serialize` writes them."""
+  config: dict[str, Any] = {"name": name}
   for key in ("clipnorm", "clipvalue", "global_clipnorm"):
-    if getattr(opt, key) is not None:
-      config[key] = getattr(opt, key)
-  config["learning_rate"] = serialize(opt._hyper["learning_rate"])
-  config["decay"] = opt.decay
-  config["momentum"] = serialize(opt._hyper["momentum"])
-  config["nesterov"] = opt.nesterov
+    if clipping.get(key) is not None:
+      config[key] = clipping[key]
+  config["learning_rate"] = serialize(learning_rate)
+  config["decay"] = decay
+  config["momentum"] = serialize(momentum)
+  config["nesterov"] = nesterov
+  return config
+
+
+def keras_config(opt: Any) -> dict[str, Any]:
+  """`opt.get_config()`: the reference's config, plus ours."""
+  clipping = {k: getattr(opt, k) for k in ("clipnorm", "clipvalue", "global_clipnorm")}
+  config = legacy_config(
+    opt.name,
+    opt._hyper["learning_rate"],
+    opt._hyper["momentum"],
+    opt.nesterov,
+    opt.decay,
+    clipping,
+  )
   if opt._skip_non_finite:
     config["skip_non_finite"] = True
   return config
+
+
+def value_at(value: Any, count: Any) -> Any:
+  """What to feed the step at step `count`: a schedule evaluated there (the
+  count as float32), anything else as `read` gives it."""
+  if is_schedule(value):
+    return read(value(jnp.asarray(count, jnp.float32)))
+  return read(value)
 
 
 def check_aggregator(aggregator: Any) -> None:

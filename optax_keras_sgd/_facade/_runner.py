@@ -109,11 +109,12 @@ class StepRunner:
     (`_hyperparameters`): a learning-rate schedule is traced into the step
     (it is `config.schedule`); momentum enters as a value, a schedule of it
     evaluated here at the current step."""
-    if config.use_momentum and _hyperparameters.is_schedule(momentum):
-      momentum = momentum(jnp.asarray(counter.value(), jnp.float32))
     zero = jnp.zeros((), jnp.float32)
     learning_rate = zero if config.schedule else _hyperparameters.read(learning_rate)
-    momentum = _hyperparameters.read(momentum) if config.use_momentum else zero
+    if config.use_momentum:
+      momentum = _hyperparameters.value_at(momentum, counter.value())
+    else:
+      momentum = zero
     # Whether to donate is decided before the state is read: a read would
     # count as one more owner.
     step = self._steps.get(

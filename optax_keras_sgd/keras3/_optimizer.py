@@ -184,11 +184,7 @@ class SGD(keras.optimizers.Optimizer):
     else:
       lr = jnp.asarray(self._learning_rate.value, jnp.float32)
     count = jnp.asarray(_value(self.iterations), jnp.int32)
-    momentum: Any = self.momentum
-    if _hyper.is_schedule(momentum):
-      momentum = momentum(count.astype(jnp.float32))
-    elif callable(momentum):
-      momentum = _hyper.read(momentum)
+    momentum = _hyper.value_at(self.momentum, count)
     clipvalue, clipnorm, global_clipnorm = self.legacy_clipping
     config = _runner.StepConfig(
       schedule=schedule,
@@ -221,20 +217,14 @@ class SGD(keras.optimizers.Optimizer):
     """The legacy SGD's config (its keys and schedule format), plus the
     Keras 3 arguments given."""
     if isinstance(self._learning_rate, _Schedule):
-      learning_rate = _hyper.serialize(self._learning_rate.schedule)
+      learning_rate = self._learning_rate.schedule
     else:
-      learning_rate = _hyper.serialize(_value(self._learning_rate))
-    config: dict[str, Any] = {"name": self.name}
-    for key, value in zip(
-      ("clipvalue", "clipnorm", "global_clipnorm"), self.legacy_clipping
-    ):
-      if value is not None:
-        config[key] = value
-    config.update(
-      learning_rate=learning_rate,
-      decay=self.decay,
-      momentum=_hyper.serialize(self.momentum),
-      nesterov=self.nesterov,
+      learning_rate = _value(self._learning_rate)
+    clipping = dict(
+      zip(("clipvalue", "clipnorm", "global_clipnorm"), self.legacy_clipping)
+    )
+    config = _hyper.legacy_config(
+      self.name, learning_rate, self.momentum, self.nesterov, self.decay, clipping
     )
     base = super().get_config()
     config.update({k: base[k] for k, off in _KERAS3_KWARGS.items() if base[k] != off})
