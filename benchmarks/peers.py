@@ -11,6 +11,7 @@ runs on CUDA and TensorFlow on its GPU, or they are left out.
 from __future__ import annotations
 
 import importlib.util
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,7 @@ import numpy as np
 import optax
 
 import optax_keras_sgd as oks
+from optax_keras_sgd import _native
 
 LR, MOMENTUM, CLIP = 0.01, 0.9, 1.0
 
@@ -123,6 +125,15 @@ def _optax_loop(tx, shapes):
 
 def ours_functional(shapes, variant):
   return _optax_loop(oks.sgd(**VARIANTS[variant]), shapes)
+
+
+def ours_functional_xla(shapes, variant):
+  """Ours with the native kernel turned off: XLA's step, as on accelerators
+  and machines without a C++ compiler."""
+  run = ours_functional(shapes, variant)
+  with mock.patch.object(_native, "usable", lambda *trees: False):
+    run()  # traces and compiles XLA's step, which later calls reuse
+  return run
 
 
 def ours_flat(shapes, variant):
@@ -249,6 +260,7 @@ def torch_fused(shapes, variant):
 PEERS = {
   "fused kernel": fused_kernel,
   "ours (sgd)": ours_functional,
+  "ours (sgd, XLA step)": ours_functional_xla,
   "ours (SGD facade)": ours_facade,
   "ours (SGD.update, donated)": ours_facade_pytree,
   "ours (sgd, FlatParams)": ours_flat,

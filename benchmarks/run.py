@@ -214,6 +214,8 @@ README_ROWS = (
 )
 README_COLUMNS = {
   "ours (sgd)": "ours (sgd)",
+  "ours (SGD facade)": "facade",
+  "ours (sgd, XLA step)": "ours, XLA step",
   "ours (sgd, FlatParams)": "FlatParams",
   "optax.sgd": "optax.sgd",
   "tf_keras legacy": "tf_keras",

@@ -18,6 +18,7 @@ from optax_keras_sgd._learning_rate import (
   scale_by_keras_learning_rate,
 )
 from optax_keras_sgd._momentum import KerasMomentumState, keras_momentum
+from optax_keras_sgd._native import NativeStatus, native_status
 from optax_keras_sgd._non_finite import (
   SkipNonFiniteState,
   skip_non_finite,
@@ -34,6 +35,7 @@ __all__ = (
   "IndexedSlices",
   "KerasLearningRateState",
   "KerasMomentumState",
+  "NativeStatus",
   "SGD",
   "SkipNonFiniteState",
   "Variable",
@@ -47,6 +49,7 @@ __all__ = (
   "global_norm",
   "iterations",
   "keras_momentum",
+  "native_status",
   "scale_by_keras_learning_rate",
   "schedules",
   "sgd",

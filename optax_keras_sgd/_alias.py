@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import jax
 import optax
 
 from optax_keras_sgd import (
   _clipping,
   _distributed,
+  _fused,
   _learning_rate,
   _momentum,
   _sparse,
@@ -80,6 +83,43 @@ def sgd(
     >>> w  # 1 - 0.100000024 - 0.18, in float32
     Array(0.71999997, dtype=float32)
   """
+  return transformation(
+    parts(
+      learning_rate,
+      momentum,
+      nesterov,
+      clipvalue=clipvalue,
+      clipnorm=clipnorm,
+      global_clipnorm=global_clipnorm,
+      decay=decay,
+      axis_name=axis_name,
+    )
+  )
+
+
+class Parts(NamedTuple):
+  """`sgd`'s blocks: the gradient blocks (aggregation, clipping, summing
+  duplicate rows), the learning-rate scale, the momentum trace, and their
+  settings for the fused native pass."""
+
+  gradients: optax.GradientTransformation
+  scale: optax.GradientTransformation
+  trace: optax.GradientTransformation
+  settings: _fused.Settings
+
+
+def parts(
+  learning_rate: optax.ScalarOrSchedule = 0.01,
+  momentum: jax.typing.ArrayLike = 0.0,
+  nesterov: bool = False,
+  *,
+  clipvalue: jax.typing.ArrayLike | None = None,
+  clipnorm: jax.typing.ArrayLike | None = None,
+  global_clipnorm: jax.typing.ArrayLike | None = None,
+  decay: jax.typing.ArrayLike = 0.0,
+  axis_name: _distributed.AxisName | None = None,
+) -> Parts:
+  """Checks `sgd`'s arguments and builds its blocks."""
   _validation.check_clip_exclusive(clipnorm, global_clipnorm)
   blocks = []
   if axis_name is not None:
@@ -92,6 +132,53 @@ def sgd(
     blocks.append(_clipping.clip_by_global_norm(global_clipnorm))
   if _momentum.has_velocity(momentum):
     blocks.append(_sparse.sum_duplicate_indices())
-  blocks.append(_learning_rate.scale_by_keras_learning_rate(learning_rate, decay))
-  blocks.append(_momentum.keras_momentum(momentum, nesterov))
-  return optax.chain(*blocks)
+  return Parts(
+    optax.chain(*blocks) if blocks else _NO_BLOCKS,
+    _learning_rate.scale_by_keras_learning_rate(learning_rate, decay),
+    _momentum.keras_momentum(momentum, nesterov),
+    _fused.Settings(learning_rate, decay, momentum, nesterov),
+  )
+
+
+# `optax.chain()` of nothing fails; its state would be the empty tuple.
+_NO_BLOCKS = optax.GradientTransformation(
+  lambda params: (), lambda updates, state, params=None: (updates, ())
+)
+
+
+def transformation(p: Parts) -> optax.GradientTransformation:
+  """`p` as one transformation, with the state `optax.chain` of the blocks
+  would have: one entry per gradient block, then the scale's and the
+  trace's."""
+
+  def init_fn(params):
+    return (*p.gradients.init(params), p.scale.init(params), p.trace.init(params))
+
+  def update_fn(updates, state, params=None):
+    updates, gradient_state = p.gradients.update(updates, state[:-2], params)
+    scale, trace = state[-2:]
+    fused = _fused.update(p.settings, updates, scale, trace, params)
+    updates, scale, trace = fused or _last_blocks(p, updates, scale, trace, params)
+    return updates, (*gradient_state, scale, trace)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def update_and_apply(p: Parts, grads: Any, state: Any, params: Any):
+  """`transformation(p)`'s update applied to `params`: returns the new
+  parameters and state, in one native pass when the step allows it."""
+  grads, gradient_state = p.gradients.update(grads, state[:-2], params)
+  scale, trace = state[-2:]
+  fused = _fused.apply(p.settings, grads, scale, trace, params)
+  if fused is None:
+    updates, scale, trace = _last_blocks(p, grads, scale, trace, params)
+    params = _sparse.apply_updates(params, updates)
+  else:
+    params, scale, trace = fused
+  return params, (*gradient_state, scale, trace)
+
+
+def _last_blocks(p: Parts, updates, scale, trace, params):
+  updates, scale = p.scale.update(updates, scale, params)
+  updates, trace = p.trace.update(updates, trace, params)
+  return updates, scale, trace

@@ -19,6 +19,19 @@ class KerasLearningRateState(NamedTuple):
   count: jax.Array  # type: ignore[assignment]
 
 
+def scaled(rate: jax.Array, g: jax.Array) -> jax.Array:
+  """Keras's `-(lr_t * g)`, the product rounded to `g`'s dtype."""
+  return lax.neg(_numerics.rounded_product(rate, g))
+
+
+def check_inputs(updates: Any, params: Any) -> None:
+  """Gradients (and parameters, if given) are floating and match."""
+  _validation.check_float_leaves(updates, "The gradient")
+  if params is not None:
+    _validation.check_float_leaves(params, "The parameter")
+    _validation.check_gradients_match(updates, params)
+
+
 def learning_rate_at(
   learning_rate: optax.ScalarOrSchedule,
   decay: jax.typing.ArrayLike,
@@ -88,10 +101,7 @@ def scale_by_keras_learning_rate(
     return KerasLearningRateState(count=jnp.zeros([], jnp.int32))
 
   def update_fn(updates, state, params=None):
-    _validation.check_float_leaves(updates, "The gradient")
-    if params is not None:
-      _validation.check_float_leaves(params, "The parameter")
-      _validation.check_gradients_match(updates, params)
+    check_inputs(updates, params)
     rates: dict[Any, jax.Array] = {}
 
     def rate(dtype):
@@ -100,11 +110,8 @@ def scale_by_keras_learning_rate(
         rates[dtype] = learning_rate_at(learning_rate, decay, state.count, dtype)
       return rates[dtype]
 
-    def scale(g):
-      return lax.neg(_numerics.rounded_product(rate(g.dtype), g))
-
     updates = _sparse.tree_map_gradients(
-      lambda g: _sparse.map_values(scale, g), updates
+      lambda g: _sparse.map_values(lambda x: scaled(rate(x.dtype), x), g), updates
     )
     return updates, KerasLearningRateState(count=optax.safe_increment(state.count))
 

@@ -24,14 +24,22 @@ def has_velocity(momentum: Any) -> bool:
   return True
 
 
+def velocity_step(m: jax.Array, v: jax.Array, u: jax.Array) -> jax.Array:
+  """Keras's new velocity `m * v + u` (`u = -lr * g`), the product rounded."""
+  return lax.add(_numerics.rounded_product(m, v), u)
+
+
+def update_from(m: jax.Array, new_v: jax.Array, u: jax.Array, nesterov: bool):
+  """The update from the new velocity: itself, or Nesterov's `m * v + u`."""
+  return velocity_step(m, new_v, u) if nesterov else new_v
+
+
 def _sparse_trace(g, v, m, nesterov):
   """Lazy momentum on the rows of `g` only (`ResourceSparseApplyKerasMomentum`)."""
   rows = _sparse.sum_duplicates(g)
   v_rows = v.at[rows.indices].get(mode="fill", fill_value=0)
-  v_rows = lax.add(_numerics.rounded_product(m, v_rows), rows.values)
-  out = (
-    lax.add(_numerics.rounded_product(m, v_rows), rows.values) if nesterov else v_rows
-  )
+  v_rows = velocity_step(m, v_rows, rows.values)
+  out = update_from(m, v_rows, rows.values, nesterov)
   new_v = v.at[rows.indices].set(v_rows, mode="drop")
   return rows.with_values(out), new_v
 
@@ -96,10 +104,8 @@ def keras_momentum(
       m = per_dtype[v.dtype]
       if isinstance(u, _sparse.IndexedSlices):
         return _sparse_trace(u, v, m, nesterov)
-      new_v = lax.add(_numerics.rounded_product(m, v), u)
-      if nesterov:
-        return lax.add(_numerics.rounded_product(m, new_v), u), new_v
-      return new_v, new_v
+      new_v = velocity_step(m, v, u)
+      return update_from(m, new_v, u, nesterov), new_v
 
     treedef: Any = jax.tree.structure(updates, is_leaf=_sparse.is_indexed_slices)
     pairs = treedef.flatten_up_to(

@@ -106,3 +106,38 @@ def random_problem(rng, shapes, steps, scale=1.0):
   params = [rng.normal(size=s) for s in shapes]
   grads = [[scale * rng.normal(size=s) for s in shapes] for _ in range(steps)]
   return params, grads
+
+
+NATIVE_DTYPES = ("float32", "float64")
+
+
+class KernelPath:
+  """Runs the step on one path: "native" (the kernel of `_native`, which must
+  then run: `calls` counts its calls) or "xla" (the kernel turned off)."""
+
+  def __init__(self, name: str, monkeypatch):
+    from optax_keras_sgd import _native
+
+    self.name, self.calls = name, 0
+    if name == "xla":
+      monkeypatch.setattr(_native, "usable", lambda *trees: False)
+      return
+    status = _native.native_status()
+    if not status.available:
+      import pytest
+
+      message = f"the native kernel is not available: {status.detail}"
+      pytest.fail(message) if REQUIRE_EXTRAS else pytest.skip(message)
+    real = _native.step
+
+    def counted(*args, **kwargs):
+      self.calls += 1
+      return real(*args, **kwargs)
+
+    monkeypatch.setattr(_native, "step", counted)
+
+
+def paths_for(dtypes) -> list[tuple[str, str]]:
+  """(dtype, path) pairs: both paths where the kernel takes the dtype."""
+  both, xla = ("native", "xla"), ("xla",)
+  return [(d, p) for d in dtypes for p in (both if d in NATIVE_DTYPES else xla)]

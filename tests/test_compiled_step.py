@@ -12,6 +12,9 @@ timing) and check that, on the machine's backend:
   by hand;
 - no fused computation grows with the number of tensors (which would make
   compile time grow faster than the square of that number).
+
+They check XLA's step, the native kernel turned off; test_native.py checks
+the kernel's.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
+from helpers import KernelPath
 
 import optax_keras_sgd as oks
 
@@ -33,6 +37,11 @@ SIZES = (N, N, 3 * N // 2)  # shapes shared and not, as in real models
 _INSTRUCTION = re.compile(
   r"^\s*(?:ROOT )?%(\S+) = (\w+)\[([\d,]*)\]\S* (\S+?)\((.*?)\)"
 )
+
+
+@pytest.fixture(autouse=True)
+def _xla_step(monkeypatch):
+  KernelPath("xla", monkeypatch)
 
 
 def _entry_text(compiled) -> str:

@@ -39,7 +39,7 @@ def step(config: StepConfig, values, grads, velocities, count, skipped, lr, mome
   """One step of `sgd` built from `config` over lists of arrays: returns the
   new values, velocities (None without momentum), count and skipped count.
   Traceable; the facade jits it, Keras 3's trainer traces it in its step."""
-  tx = _alias.sgd(
+  parts = _alias.parts(
     config.schedule if config.schedule is not None else lr,
     momentum if config.use_momentum else 0.0,
     config.nesterov,
@@ -48,6 +48,7 @@ def step(config: StepConfig, values, grads, velocities, count, skipped, lr, mome
     global_clipnorm=config.global_clipnorm,
     decay=config.decay,
   )
+  tx = _alias.transformation(parts)
   if config.skip_non_finite:
     tx = _non_finite.skip_non_finite(tx)
   state = tx.init(values)
@@ -56,10 +57,12 @@ def step(config: StepConfig, values, grads, velocities, count, skipped, lr, mome
     state = optax.tree.set(state, velocity=velocities)
   if config.skip_non_finite:
     state = optax.tree.set(state, skipped=skipped)
-  updates, state = tx.update(grads, state, values)
-  new_values = _sparse.apply_updates(values, updates)
-  if config.skip_non_finite:
+    updates, state = tx.update(grads, state, values)
+    new_values = _sparse.apply_updates(values, updates)
     skipped = _non_finite.skipped_steps(state)
+  else:
+    # One native pass over the values when it can run (`_fused`).
+    new_values, state = _alias.update_and_apply(parts, grads, state, values)
   return new_values, _state.velocity(state), _state.iterations(state), skipped
 
 

@@ -1,0 +1,233 @@
+"""The native kernel (`optax_keras_sgd._native`): the rule's numbers on every
+path JAX takes through it, one pass over memory, and the fallback.
+
+The parity modules run the reference's configurations on both paths (the
+kernel and XLA's step); here are what those do not reach: leaves large enough
+for the kernel's threads, odd sizes, float32 and float64 in one tree, `vmap`,
+differentiation, the compiled program's structure, and a machine without the
+kernel.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpy_rule
+import optax
+import pytest
+from helpers import KernelPath, assert_trajectories, enable_x64, run_sgd
+
+import optax_keras_sgd as oks
+from optax_keras_sgd import _alias
+
+CONFIGS = {
+  "momentum": dict(learning_rate=0.05, momentum=0.9),
+  "nesterov": dict(learning_rate=0.05, momentum=0.9, nesterov=True),
+  "decay_nesterov": dict(learning_rate=0.1, momentum=0.8, nesterov=True, decay=0.05),
+  "clipvalue": dict(learning_rate=0.1, momentum=0.5, clipvalue=0.3),
+}
+# One leaf of several blocks of 65,536 elements (the kernel's threads take
+# them), odd sizes, a scalar and an empty leaf.
+SHAPES = [(5 * 65536 + 3,), (7,), (), (0,), (300, 7)]
+
+
+def _problem(seed, shapes, steps, dtype="float32"):
+  rng = np.random.default_rng(seed)
+  params = [rng.normal(size=s).astype(dtype) for s in shapes]
+  grads = [[rng.normal(size=s).astype(dtype) for s in shapes] for _ in range(steps)]
+  return params, grads
+
+
+@pytest.fixture
+def native(monkeypatch):
+  return KernelPath("native", monkeypatch)
+
+
+@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_large_and_odd_leaves_match_the_rule(name, jit, native):
+  params, grads = _problem(0, SHAPES, 3)
+  ours = run_sgd(params, grads, jit=jit, **CONFIGS[name])
+  assert_trajectories(ours, numpy_rule.run(params, grads, **CONFIGS[name]))
+  assert native.calls > 0
+
+
+def test_float32_and_float64_leaves_in_one_tree(native):
+  with enable_x64():
+    params, grads = _problem(1, [(4, 3), (9,)], 4)
+    params[1], grads = (
+      params[1].astype(np.float64),
+      [[g[0], g[1].astype(np.float64)] for g in grads],
+    )
+    tx = oks.sgd(0.1, momentum=0.9, nesterov=True)
+    p = [jnp.asarray(x) for x in params]
+    state = tx.init(p)
+    step = jax.jit(lambda p, g, s: tx.update(g, s, p))
+    ours = []
+    for g in grads:
+      u, state = step(p, [jnp.asarray(x) for x in g], state)
+      p = optax.apply_updates(p, u)
+      ours.append([np.asarray(x) for x in p])
+    assert [x.dtype for x in p] == [jnp.float32, jnp.float64]
+    lowered = step.lower(p, [jnp.asarray(x) for x in grads[0]], state).as_text()
+    assert lowered.count("stablehlo.custom_call @optax_keras_sgd_step") == 2
+  rule = numpy_rule.run(params, grads, learning_rate=0.1, momentum=0.9, nesterov=True)
+  assert_trajectories(ours, rule)
+  assert native.calls > 0
+
+
+def test_vmap_over_models_and_learning_rates(native):
+  """Under `vmap` every argument of the kernel, the scalars included, gets the
+  batch dimension, and each model takes its own learning rate."""
+  rates = np.array([0.1, -0.05, 0.3], np.float32)
+  batch = [_problem(seed, [(6,), (2, 5)], 3) for seed in range(3)]
+
+  def run(lr, params, grads):
+    tx = oks.sgd(lr, momentum=0.9, nesterov=True)
+    state = tx.init(params)
+    out = []
+    for g in grads:
+      u, state = tx.update(g, state, params)
+      params = optax.apply_updates(params, u)
+      out.append(params)
+    return out
+
+  stack = lambda i: [  # noqa: E731
+    jnp.asarray(np.stack([b[i][k] for b in batch])) for k in range(2)
+  ]
+  params = stack(0)
+  grads = [
+    [jnp.asarray(np.stack([b[1][t][k] for b in batch])) for k in range(2)]
+    for t in range(3)
+  ]
+  ours = jax.jit(jax.vmap(run))(jnp.asarray(rates), params, grads)
+  for j, (p0, gs) in enumerate(batch):
+    rule = numpy_rule.run(
+      p0, gs, learning_rate=float(rates[j]), momentum=0.9, nesterov=True
+    )
+    assert_trajectories([[np.asarray(x[j]) for x in step] for step in ours], rule)
+  assert native.calls > 0
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_differentiating_through_the_update(nesterov, native):
+  """d(update)/dg is -lr, and with Nesterov -(m * lr) - lr (by hand)."""
+  lr, m = np.float32(0.1), np.float32(0.9)
+  tx = oks.sgd(0.1, momentum=0.9, nesterov=nesterov)
+  w = jnp.arange(5.0)
+
+  def total(g):
+    u, _ = tx.update(g, tx.init(w), w)
+    return jnp.sum(u)
+
+  expected = -(m * lr) - lr if nesterov else -lr
+  for fn in (jax.grad(total), jax.jit(jax.grad(total))):
+    np.testing.assert_allclose(fn(jnp.ones(5)), np.full(5, expected), rtol=1e-6)
+  assert native.calls > 0
+
+
+def _full_size_ops(compiled, n):
+  """Opcodes of the entry computation's instructions that produce an array
+  of `n` elements (alone or in a tuple); views and parameters left out."""
+  text = compiled.as_text()
+  entry = text[text.index("\nENTRY") :].splitlines()[1:]
+  ops = []
+  for line in entry:
+    m = re.match(r"\s*(?:ROOT )?%\S+ = (\(.*?\)|\S+) ([\w-]+)\(", line)
+    if m and f"[{n}]" in m.group(1):
+      ops.append(m.group(2))
+  views = ("parameter", "bitcast", "get-tuple-element", "tuple")
+  return [op for op in ops if op not in views]
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_the_facade_step_is_one_pass_over_memory(nesterov, native):
+  """The facade's step: one kernel call reads each parameter, gradient and
+  velocity once and writes the parameter and velocity in place, 20 bytes per
+  float32 parameter; XLA adds no full-size copy or loop."""
+  n, leaves = 1 << 20, 3
+  parts = _alias.parts(0.1, 0.9, nesterov)
+  tx = _alias.transformation(parts)
+  params = [jnp.ones(n) for _ in range(leaves)]
+  state = tx.init(params)
+  step = jax.jit(
+    lambda p, g, s: _alias.update_and_apply(parts, g, s, p), donate_argnums=(0, 2)
+  )
+  grads = [jnp.ones(n) for _ in range(leaves)]
+  compiled = step.lower(params, grads, state).compile()
+  assert _full_size_ops(compiled, n) == ["custom-call"]
+
+
+def test_the_functional_step_launches_one_kernel_and_the_adds(native):
+  """`sgd`'s update: one kernel call for all velocities; what is left per leaf
+  is the caller's `apply_updates`, one add each."""
+  n, leaves = 1 << 20, 3
+  tx = oks.sgd(0.1, 0.9)
+  params = [jnp.ones(n) for _ in range(leaves)]
+  grads = [jnp.ones(n) for _ in range(leaves)]
+
+  def step(p, g, s):
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  compiled = (
+    jax.jit(step, donate_argnums=(0, 2)).lower(params, grads, tx.init(params)).compile()
+  )
+  ops = _full_size_ops(compiled, n)
+  assert sorted(set(ops)) in (["add", "custom-call"], ["custom-call", "fusion"])
+  assert ops.count("custom-call") == 1 and len(ops) == 1 + leaves
+
+
+_CHECK = """
+import json, numpy as np, jax.numpy as jnp, optax, optax_keras_sgd as oks
+tx = oks.sgd(0.05, momentum=0.9, nesterov=True)
+w = jnp.arange(6.0); s = tx.init(w)
+for g in (np.linspace(-1, 1, 6), np.linspace(2, 0, 6)):
+  u, s = tx.update(jnp.asarray(g, jnp.float32), s, w); w = optax.apply_updates(w, u)
+print(json.dumps([oks.native_status().available, oks.native_status().detail,
+                  np.asarray(w).tolist()]))
+"""
+
+
+def _run_without(env_update, tmp_path):
+  env = {**os.environ, "OPTAX_KERAS_SGD_CACHE_DIR": str(tmp_path), **env_update}
+  out = subprocess.run(
+    [sys.executable, "-c", _CHECK], env=env, capture_output=True, text=True, check=True
+  )
+  import json
+
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize(
+  "env, detail",
+  [
+    ({"OPTAX_KERAS_SGD_NATIVE": "0"}, "disabled by OPTAX_KERAS_SGD_NATIVE=0"),
+    ({"CXX": "/bin/false"}, "compiling the kernel failed"),
+  ],
+  ids=["disabled", "no-compiler"],
+)
+def test_without_the_kernel_the_step_is_xla_and_the_same(env, detail, tmp_path):
+  available, message, w = _run_without(env, tmp_path)
+  assert not available and detail in message
+  params = [np.arange(6.0, dtype=np.float32)]
+  grads = [[np.linspace(-1, 1, 6, dtype=np.float32)], [np.linspace(2, 0, 6)]]
+  grads = [[np.float32(g[0])] for g in grads]
+  rule = numpy_rule.run(params, grads, learning_rate=0.05, momentum=0.9, nesterov=True)
+  np.testing.assert_array_equal(np.float32(w), rule[-1][0])
+
+
+def test_the_kernel_is_compiled_once_per_machine(tmp_path, native):
+  first = _run_without({}, tmp_path)
+  built = sorted(p.name for p in tmp_path.iterdir())
+  second = _run_without({}, tmp_path)
+  assert first[0] and second[0] and first[1] == second[1]
+  assert len(built) == 1 and built[0].endswith(".so")
+  assert sorted(p.name for p in tmp_path.iterdir()) == built
+  assert first[2] == second[2]
