@@ -83,7 +83,7 @@ def test_write_outputs_fills_the_readme_table_and_results(tmp_path):
   run.write_outputs("## the report\n", rows, root=str(tmp_path))
   text = (tmp_path / "README.md").read_text()
   assert text.startswith("intro\n<!-- performance-table -->\n| workload |")
-  assert "| 32M tensor | momentum | 15.8 | n/a | n/a | n/a | 12.0 |" in text
+  assert "| 32M tensor | momentum | 15.8 | n/a | n/a | n/a | n/a | n/a | 12.0 |" in text
   assert "| ResNet-50-like | momentum | n/a |" in text and "old" not in text
   assert text.endswith("<!-- /performance-table -->\nend\n")
   results = (tmp_path / "benchmarks" / "RESULTS.md").read_text()

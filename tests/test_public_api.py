@@ -19,6 +19,8 @@ EXPECTED = {
   "schedules",
   "KerasLearningRateState",
   "KerasMomentumState",
+  "NativeStatus",
+  "native_status",
   "clip_by_global_norm",
   "clip_by_norm",
   "clip_by_value",
