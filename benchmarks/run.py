@@ -11,10 +11,11 @@ order. Prints the median over rounds of ms/step, achieved GB/s (bytes that
 must move / time), and the median over rounds of each contender's time
 relative to the hand-written fused kernel and to ours, each ratio taken
 within one round.
-Then compile time against leaf count, and the peak memory of a
+Then compile time against leaf count, the peak memory of a
 256M-parameter momentum step with and without donation, each in a fresh
-process: resident memory on the CPU, the device's peak allocation on an
-accelerator. Timings belong here, never in tests.
+process (resident memory on the CPU, the device's peak allocation on an
+accelerator), and the sparse embedding step against the dense one
+(sparse_embedding.py). Timings belong here, never in tests.
 
 On a GPU every contender runs there: torch on CUDA and TensorFlow on its GPU
 when they can, left out when they cannot. JAX allocates GPU memory as it
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import random
 import resource
 import statistics
 import subprocess
@@ -45,43 +45,12 @@ import optax  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peers  # noqa: E402
+import sparse_embedding  # noqa: E402
 import workloads  # noqa: E402
+from timing import interleaved_ms, median_ratio  # noqa: E402
 
 import optax_keras_sgd as oks  # noqa: E402
 from optax_keras_sgd import _native  # noqa: E402
-
-
-def interleaved_ms(runs, rounds=7, steps=5, warmup=2, pause=0.1, seed=0):
-  """Per-round median ms/step of each run.
-
-  In each round every contender runs a short block (`warmup` steps, then
-  `steps` timed steps, each waited for) after a brief idle pause, in a
-  freshly shuffled order. A slow moment of the machine therefore lands on
-  every contender in some round instead of on one contender's whole
-  measurement, and ratios are taken within a round, where all contenders
-  saw the same machine.
-  """
-  rng = random.Random(seed)
-  per_round = {name: [] for name in runs}
-  for _ in range(rounds):
-    order = list(runs)
-    rng.shuffle(order)
-    for name in order:
-      time.sleep(pause)  # let the previous library's thread pool go idle
-      run = runs[name]
-      for _ in range(warmup):
-        run()
-      times = []
-      for _ in range(steps):
-        t = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - t)
-      per_round[name].append(statistics.median(times) * 1e3)
-  return per_round
-
-
-def _median_ratio(a, b):
-  return statistics.median(x / y for x, y in zip(a, b))
 
 
 def step_table(args):
@@ -108,8 +77,8 @@ def step_table(args):
             peer,
             ms,
             gb / (ms / 1e3),
-            _median_ratio(times, fused),
-            _median_ratio(times, ours),
+            median_ratio(times, fused),
+            median_ratio(times, ours),
           )
         )
       print(
@@ -312,7 +281,8 @@ def report(args, memory, rows) -> str:
     out.append(
       f"| {label} | {memory[donate] / 2**30:.2f} | {memory[donate] / floor:.2f} |"
     )
-  return "\n".join(out) + "\n"
+  out.append("\n" + sparse_embedding.table(rounds=args.rounds))
+  return "\n".join(out)
 
 
 def main():

@@ -1,10 +1,14 @@
-"""Sparse vs dense SGD step on an embedding table, timed in one run.
+"""Sparse vs dense SGD step on an embedding table, timed interleaved.
 
 A 1,000,000 x 64 float32 table (256 MB), 4,096 rows touched per step, Keras
-SGD with momentum 0.9 (lazy sparse momentum vs a dense update of the whole
-table). Both steps are jitted with the table and velocity donated. Prints
-median ms/step over repeated steps after warm-up, the speed-up, and the
-compiled programs' temporary memory (a dense gradient would show up there).
+SGD with momentum 0.9: lazy sparse momentum on an `IndexedSlices` gradient
+against the dense update of the whole table from the equivalent dense
+gradient. Both are `tx.update` then `apply_updates`, jitted with the table
+and the state donated. In each round both run a block of steps in a
+shuffled order (timing.py); prints the median ms/step over rounds, the
+median over rounds of the within-round speed-up, and the compiled
+programs' temporary memory (a dense gradient would show up there).
+`run.py` includes the same table.
 
 Usage: python benchmarks/sparse_embedding.py [--rows N] [--dim D] [--touched K]
 """
@@ -14,26 +18,68 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import optax_keras_sgd as oks
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from timing import interleaved_ms, median_ratio  # noqa: E402
+
+import optax_keras_sgd as oks  # noqa: E402
 
 
-def timed(fn, args_fn, repeats):
-  times = []
-  args = args_fn(None)
-  for i in range(repeats + 3):
-    start = time.perf_counter()
-    out = fn(*args)
-    jax.block_until_ready(out)
-    if i >= 3:
-      times.append(time.perf_counter() - start)
-    args = args_fn(out)
-  return statistics.median(times) * 1e3
+def contenders(rows=1_000_000, dim=64, touched=4096):
+  """`({name: run}, {name: temporary bytes})` for "sparse" and "dense": each
+  run does one donated step on its own table and state."""
+  tx = oks.sgd(0.1, momentum=0.9)
+  rng = np.random.default_rng(0)
+  ids = jnp.asarray(rng.integers(0, rows, touched), jnp.int32)
+  values = jnp.asarray(rng.normal(size=(touched, dim)), jnp.float32)
+  sparse_grad = oks.IndexedSlices(values, ids, (rows, dim))
+
+  def step(table, grad, state):
+    u, state = tx.update(grad, state, table)
+    return oks.apply_updates(table, u), state
+
+  runs, temporaries = {}, {}
+  for name, grad in (("sparse", sparse_grad), ("dense", sparse_grad.to_dense())):
+    table = jnp.zeros((rows, dim), jnp.float32)
+    compiled = jax.jit(step, donate_argnums=(0, 2)).lower(table, grad, tx.init(table))
+    compiled = compiled.compile()
+    memory = compiled.memory_analysis()
+    temporaries[name] = None if memory is None else memory.temp_size_in_bytes
+    carry = [table, tx.init(table)]
+
+    def run(compiled=compiled, grad=grad, carry=carry):
+      carry[0], carry[1] = compiled(carry[0], grad, carry[1])
+      jax.block_until_ready(carry[0])
+
+    runs[name] = run
+  return runs, temporaries
+
+
+def table(rows=1_000_000, dim=64, touched=4096, rounds=7) -> str:
+  """The interleaved comparison, as Markdown."""
+  runs, temporaries = contenders(rows, dim, touched)
+  times = interleaved_ms(runs, rounds=rounds, steps=10, warmup=3)
+  mb = 1 / 2**20
+  out = [
+    f"| {rows:,} x {dim} float32 table ({rows * dim * 4 * mb:.0f} MB), "
+    f"{touched:,} rows, momentum 0.9 | ms/step | temporaries (MB) |",
+    "|---|---|---|",
+  ]
+  for name in runs:
+    temp = temporaries[name]
+    temp_text = "n/a" if temp is None else f"{temp * mb:.2f}"
+    out.append(f"| {name} | {statistics.median(times[name]):.3f} | {temp_text} |")
+  speed_up = median_ratio(times["dense"], times["sparse"])
+  out.append(
+    f"\nSparse speed-up over dense (median of {rounds} rounds): {speed_up:.0f}x"
+  )
+  return "\n".join(out) + "\n"
 
 
 def main():
@@ -41,61 +87,11 @@ def main():
   parser.add_argument("--rows", type=int, default=1_000_000)
   parser.add_argument("--dim", type=int, default=64)
   parser.add_argument("--touched", type=int, default=4096)
-  parser.add_argument("--repeats", type=int, default=20)
+  parser.add_argument("--rounds", type=int, default=7)
   a = parser.parse_args()
-
-  tx = oks.sgd(0.1, momentum=0.9)
-  rng = np.random.default_rng(0)
-  ids = jnp.asarray(rng.integers(0, a.rows, a.touched), jnp.int32)
-  values = jnp.asarray(rng.normal(size=(a.touched, a.dim)), jnp.float32)
-  sparse_grad = oks.IndexedSlices(values, ids, (a.rows, a.dim))
-
-  def step(table, grad, state):
-    u, state = tx.update(grad, state, table)
-    return oks.apply_updates(table, u), state
-
-  sparse_step = jax.jit(step, donate_argnums=(0, 2))
-  dense_step = jax.jit(step, donate_argnums=(0, 2))
-
-  def fresh():
-    table = jnp.zeros((a.rows, a.dim), jnp.float32)
-    return table, tx.init(table)
-
-  table, state = fresh()
-  sparse_mem = sparse_step.lower(table, sparse_grad, state).compile().memory_analysis()
-  sparse_ms = timed(
-    sparse_step,
-    lambda out: (
-      (out[0], sparse_grad, out[1]) if out else (*fresh()[:1], sparse_grad, fresh()[1])
-    ),
-    a.repeats,
-  )
-
-  # The dense equivalent: a dense gradient of the whole table each step.
-  dense_grad = sparse_grad.to_dense()
-  table, state = fresh()
-  dense_mem = dense_step.lower(table, dense_grad, state).compile().memory_analysis()
-  dense_ms = timed(
-    dense_step,
-    lambda out: (
-      (out[0], dense_grad, out[1]) if out else (*fresh()[:1], dense_grad, fresh()[1])
-    ),
-    a.repeats,
-  )
-
-  mb = 1 / 2**20
   print(f"device: {jax.devices()[0].device_kind}, CPU threads: {os.cpu_count()}")
-  print(
-    f"table {a.rows} x {a.dim} float32 ({a.rows * a.dim * 4 * mb:.0f} MB), "
-    f"{a.touched} rows touched, momentum 0.9"
-  )
-  print("| step | ms/step | temporaries (MB) |\n|---|---|---|")
-  print(
-    f"| sparse (IndexedSlices) | {sparse_ms:.3f} | "
-    f"{sparse_mem.temp_size_in_bytes * mb:.2f} |"
-  )
-  print(f"| dense | {dense_ms:.3f} | {dense_mem.temp_size_in_bytes * mb:.2f} |")
-  print(f"speed-up: {dense_ms / sparse_ms:.0f}x")
+  print(f"native kernel: {oks.native_status().available}")
+  print(table(a.rows, a.dim, a.touched, a.rounds))
 
 
 if __name__ == "__main__":

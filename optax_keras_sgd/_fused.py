@@ -1,9 +1,12 @@
 """Keras's learning-rate scale and momentum as one native pass.
 
 `sgd`'s last two blocks (`scale_by_keras_learning_rate`, `keras_momentum`)
-and, for the facade, the parameter update, run as one `_native` kernel call
-per dtype when the step allows it. Each function returns None when it does
-not, and the caller then runs the XLA blocks, which compute the same bits.
+and, for the facade, the parameter update, run as `_native` kernel calls when
+the step allows it: one call per dtype over the dense leaves, one per
+`IndexedSlices` leaf on its rows. Each function returns None when the step
+does not allow it, and the caller then runs the XLA blocks, which compute the
+same bits; `reference` and `sparse_reference` are those bits in XLA, through
+which the kernels are differentiated.
 """
 
 from __future__ import annotations
@@ -11,9 +14,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple, cast
 
 import jax
+import jax.numpy as jnp
 import optax
 
-from optax_keras_sgd import _learning_rate, _momentum, _native, _numerics
+from optax_keras_sgd import _learning_rate, _momentum, _native, _numerics, _sparse
 
 
 class Settings(NamedTuple):
@@ -25,7 +29,7 @@ class Settings(NamedTuple):
   nesterov: bool
 
 
-def _scalars(settings: Settings, count: jax.Array, leaves: list[jax.Array]):
+def _scalars(settings: Settings, count: jax.Array, leaves: list[Any]):
   dtypes = list(dict.fromkeys(x.dtype for x in leaves))
   rates = {
     d: _learning_rate.learning_rate_at(settings.learning_rate, settings.decay, count, d)
@@ -42,6 +46,10 @@ def _states(count, velocity):
   )
 
 
+def _usable(grads: Any, *trees: Any) -> bool:
+  return _native.usable(_sparse.tree_map_gradients(_sparse.dense_values, grads), *trees)
+
+
 def update(
   settings: Settings, updates: Any, scale_state: Any, trace_state: Any, params: Any
 ) -> tuple[Any, Any, Any] | None:
@@ -52,18 +60,17 @@ def update(
   """
   if not _momentum.has_velocity(settings.momentum):
     return None
-  if not _native.usable(updates, trace_state.velocity, params):
+  if not _usable(updates, trace_state.velocity, params):
     return None
   _learning_rate.check_inputs(updates, params)
-  grads, treedef = jax.tree.flatten(updates)
+  grads, treedef = jax.tree.flatten(updates, is_leaf=_sparse.is_indexed_slices)
   treedef = cast(Any, treedef)
   velocities = treedef.flatten_up_to(trace_state.velocity)
   rates, momenta = _scalars(settings, scale_state.count, grads)
   mode = _native.NESTEROV_UPDATE if settings.nesterov else _native.VELOCITY
-  new_v, nesterov = _native.step(mode, rates, momenta, grads, velocities, None)
+  new_v, out = _step(mode, rates, momenta, grads, velocities, None)
   velocity = treedef.unflatten(new_v)
-  out = treedef.unflatten(nesterov) if settings.nesterov else velocity
-  return (out, *_states(scale_state.count, velocity))
+  return (treedef.unflatten(out), *_states(scale_state.count, velocity))
 
 
 def apply(
@@ -72,10 +79,10 @@ def apply(
   """`(new params, scale_state, trace_state)` in one pass, or None."""
   has_velocity = _momentum.has_velocity(settings.momentum)
   velocity = trace_state.velocity if has_velocity else None
-  if not _native.usable(grads, velocity, params):
+  if not _usable(grads, velocity, params):
     return None
   _learning_rate.check_inputs(grads, params)
-  leaves, treedef = jax.tree.flatten(grads)
+  leaves, treedef = jax.tree.flatten(grads, is_leaf=_sparse.is_indexed_slices)
   treedef = cast(Any, treedef)
   values = treedef.flatten_up_to(params)
   rates, momenta = _scalars(settings, scale_state.count, leaves)
@@ -84,7 +91,78 @@ def apply(
     velocities = treedef.flatten_up_to(velocity)
   else:
     mode, velocities = _native.APPLY_NO_VELOCITY, None
-  new_v, new_p = _native.step(mode, rates, momenta, leaves, velocities, values)
-  new_velocity = None if new_v is None else treedef.unflatten(new_v)
+  new_v, new_p = _step(mode, rates, momenta, leaves, velocities, values)
+  new_velocity = None if velocities is None else treedef.unflatten(new_v)
   scale, trace = _states(scale_state.count, new_velocity)
   return treedef.unflatten(new_p), scale, trace if has_velocity else trace_state
+
+
+def _step(mode, rates, momenta, grads, velocities, params):
+  """`_native.step` over the dense leaves, `_native.sparse_step` over each
+  `IndexedSlices` leaf; returns the new velocities and outputs, per leaf."""
+  n = len(grads)
+  new_v: list[Any] = [None] * n
+  out: list[Any] = [None] * n
+  pick = lambda xs, idx: None if xs is None else [xs[i] for i in idx]  # noqa: E731
+  dense = [i for i, g in enumerate(grads) if not _sparse.is_indexed_slices(g)]
+  if dense:
+    vs, os_ = _native.step(
+      mode,
+      reference,
+      rates,
+      momenta,
+      pick(grads, dense),
+      pick(velocities, dense),
+      pick(params, dense),
+    )
+    for j, i in enumerate(dense):
+      new_v[i] = None if vs is None else vs[j]
+      out[i] = new_v[i] if os_ is None else os_[j]  # VELOCITY: v is the update
+  for i, g in enumerate(grads):
+    if not _sparse.is_indexed_slices(g):
+      continue
+    if mode != _native.APPLY_NO_VELOCITY:
+      g = _sparse.sum_duplicates(g)  # done already by `sgd`'s gradient blocks
+    new_v[i], rows = _native.sparse_step(
+      mode,
+      sparse_reference,
+      rates[g.dtype],
+      momenta[g.dtype],
+      g.values,
+      g.indices.astype(jnp.int32),
+      None if velocities is None else velocities[i],
+      None if params is None else params[i],
+    )
+    out[i] = rows if params is not None else g.with_values(rows)
+  return new_v, out
+
+
+def _is_nesterov(mode: int) -> bool:
+  return mode in (_native.NESTEROV_UPDATE, _native.APPLY_NESTEROV)
+
+
+def reference(mode, lr, m, grads, velocities, params):
+  """`_native.step`'s arithmetic in XLA."""
+  us = [_learning_rate.scaled(lr, g) for g in grads]
+  if mode == _native.APPLY_NO_VELOCITY:
+    return None, tuple(jnp.add(p, u) for p, u in zip(params, us))
+  vs = tuple(_momentum.velocity_step(m, v, u) for v, u in zip(velocities, us))
+  if mode == _native.VELOCITY:
+    return vs, None
+  ups = [_momentum.update_from(m, v, u, _is_nesterov(mode)) for v, u in zip(vs, us)]
+  if mode == _native.NESTEROV_UPDATE:
+    return vs, tuple(ups)
+  return vs, tuple(jnp.add(p, u) for p, u in zip(params, ups))
+
+
+def sparse_reference(mode, lr, m, values, indices, velocity, param):
+  """`_native.sparse_step`'s arithmetic in XLA."""
+  u = _learning_rate.scaled(lr, values)
+  if mode == _native.APPLY_NO_VELOCITY:
+    return None, param.at[indices].add(u, mode="drop")
+  rows, new_v = _momentum.sparse_velocity_step(
+    m, velocity, indices, u, _is_nesterov(mode)
+  )
+  if param is None:
+    return new_v, rows
+  return new_v, param.at[indices].add(rows, mode="drop")

@@ -34,13 +34,20 @@ def update_from(m: jax.Array, new_v: jax.Array, u: jax.Array, nesterov: bool):
   return velocity_step(m, new_v, u) if nesterov else new_v
 
 
+def sparse_velocity_step(m, v, indices, u, nesterov):
+  """Lazy momentum on rows `indices` (unique) only, `u` their scaled values:
+  returns the update's rows and the new velocity
+  (`ResourceSparseApplyKerasMomentum`). Rows outside `v` read zeros and are
+  not written."""
+  v_rows = v.at[indices].get(mode="fill", fill_value=0)
+  v_rows = velocity_step(m, v_rows, u)
+  out = update_from(m, v_rows, u, nesterov)
+  return out, v.at[indices].set(v_rows, mode="drop")
+
+
 def _sparse_trace(g, v, m, nesterov):
-  """Lazy momentum on the rows of `g` only (`ResourceSparseApplyKerasMomentum`)."""
   rows = _sparse.sum_duplicates(g)
-  v_rows = v.at[rows.indices].get(mode="fill", fill_value=0)
-  v_rows = velocity_step(m, v_rows, rows.values)
-  out = update_from(m, v_rows, rows.values, nesterov)
-  new_v = v.at[rows.indices].set(v_rows, mode="drop")
+  out, new_v = sparse_velocity_step(m, v, rows.indices, rows.values, nesterov)
   return rows.with_values(out), new_v
 
 

@@ -16,6 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optax_keras_sgd import _native
+
 
 @jax.tree_util.register_pytree_node_class
 class IndexedSlices:
@@ -173,10 +175,20 @@ def sum_duplicates(g: IndexedSlices) -> IndexedSlices:
   rows = g.dense_shape[0]
   if n == 0:
     return IndexedSlices.unchecked(g.values, g.indices, g.dense_shape, True)
+  indices = g.indices.astype(jnp.int32)
+  if _native.usable(g.values):
+    summed, unique = _native.sum_duplicates(_summed_rows, g.values, indices, rows)
+  else:
+    summed, unique = _summed_rows(g.values, indices, rows)
+  return IndexedSlices.unchecked(summed, unique, g.dense_shape, True)
+
+
+def _summed_rows(values: jax.Array, indices: jax.Array, rows: int):
+  """`sum_duplicates` in XLA: `(summed values, unique indices)`."""
+  n = indices.shape[0]
   # Sorting the keys alone is much cheaper on XLA's CPU backend than sorting
   # (key, position) pairs, as `jnp.unique(return_inverse=True)` does; each
   # slice then finds its row by binary search.
-  indices = g.indices.astype(jnp.int32)
   ordered = jax.lax.sort(indices)
   first = jnp.concatenate([jnp.ones((1,), bool), ordered[1:] != ordered[:-1]])
   slot = jnp.cumsum(first) - 1
@@ -187,8 +199,7 @@ def sum_duplicates(g: IndexedSlices) -> IndexedSlices:
   )
   inverse = jnp.searchsorted(unique, indices)
   # Summed in the slices' own order, as TensorFlow's unsorted_segment_sum.
-  summed = jax.ops.segment_sum(g.values, inverse, num_segments=n)
-  return IndexedSlices.unchecked(summed, unique, g.dense_shape, True)
+  return jax.ops.segment_sum(values, inverse, num_segments=n), unique
 
 
 def sum_duplicate_indices() -> optax.GradientTransformation:
@@ -229,10 +240,18 @@ def apply_updates(params: Any, updates: Any) -> Any:
   def apply(u, p):
     p = jnp.asarray(p)
     if isinstance(u, IndexedSlices):
-      return p.at[u.indices].add(u.values.astype(p.dtype), mode="drop")
+      values = u.values.astype(p.dtype)
+      if _native.usable(p, values):
+        return _native.scatter_add(_added_rows, p, u.indices.astype(jnp.int32), values)
+      return _added_rows(p, u.indices, values)
     return jnp.asarray(p + u).astype(p.dtype)
 
   return tree_map_gradients(apply, updates, params)
+
+
+def _added_rows(table: jax.Array, indices: jax.Array, values: jax.Array) -> jax.Array:
+  """`apply_updates` of one `IndexedSlices` in XLA."""
+  return table.at[indices].add(values, mode="drop")
 
 
 def embedding_gradient(

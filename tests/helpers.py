@@ -128,13 +128,19 @@ class KernelPath:
 
       message = f"the native kernel is not available: {status.detail}"
       pytest.fail(message) if REQUIRE_EXTRAS else pytest.skip(message)
-    real = _native.step
+    for kernel in _KERNELS:
+      monkeypatch.setattr(_native, kernel, self._counted(getattr(_native, kernel)))
 
+  def _counted(self, real):
     def counted(*args, **kwargs):
       self.calls += 1
       return real(*args, **kwargs)
 
-    monkeypatch.setattr(_native, "step", counted)
+    return counted
+
+
+# The functions of `_native` that call a kernel.
+_KERNELS = ("step", "sparse_step", "sum_duplicates", "scatter_add")
 
 
 def paths_for(dtypes) -> list[tuple[str, str]]:

@@ -4,6 +4,11 @@ This is the rule from the reference's documentation and source, written
 independently of the package: each operation rounds to the working dtype (NumPy
 does not fuse multiply-adds), hyperparameters pass through float32 first, and
 clipping thresholds are converted straight to the gradient dtype.
+
+A row-sparse gradient is a tuple `(values, indices, dense_shape)`: clipping
+sees its raw values; without momentum each row is added in the slices'
+order, duplicates included; with momentum the duplicates are summed first
+(from zero, in order) and only the rows present change (lazy momentum).
 """
 
 from __future__ import annotations
@@ -40,6 +45,31 @@ def clip_global_norm(gs, c):
   return [g * scale.astype(g.dtype) for g in gs]
 
 
+def _sparse(g):
+  return isinstance(g, tuple)
+
+
+def _on_values(fn, g):
+  if _sparse(g):
+    values, indices, shape = g
+    return (fn(np.array(values)), np.asarray(indices), shape)
+  return fn(g)
+
+
+def _sparse_step(w, v, g, lr, m, nesterov):
+  values, indices, _ = g
+  if m is None:
+    for x, r in zip(values, indices):
+      w[r] = w[r] - lr * x
+    return
+  summed = {}
+  for x, r in zip(values, indices):
+    summed[r] = summed.get(r, np.zeros_like(x)) + x
+  for r, x in summed.items():
+    v[r] = m * v[r] - lr * x
+    w[r] = w[r] + (m * v[r] - lr * x if nesterov else v[r])
+
+
 def run(
   params,
   grad_steps,
@@ -58,13 +88,16 @@ def run(
   vs = [np.zeros_like(p) for p in params]
   out = []
   for t, grads in enumerate(grad_steps):
-    gs = [np.array(g) for g in grads]
+    gs = [g if _sparse(g) else np.array(g) for g in grads]
     if clipvalue is not None:
-      gs = [clip_value(g, clipvalue) for g in gs]
+      gs = [_on_values(lambda x: clip_value(x, clipvalue), g) for g in gs]
     if clipnorm is not None:
-      gs = [clip_norm(g, clipnorm) for g in gs]
+      gs = [_on_values(lambda x: clip_norm(x, clipnorm), g) for g in gs]
     if global_clipnorm is not None:
-      gs = clip_global_norm(gs, global_clipnorm)
+      values = clip_global_norm(
+        [g[0] if _sparse(g) else g for g in gs], global_clipnorm
+      )
+      gs = [(x, *g[1:]) if _sparse(g) else x for x, g in zip(values, gs)]
     for i, (w, g) in enumerate(zip(ws, gs)):
       dtype = w.dtype
       step = np.asarray(t).astype(dtype)
@@ -72,7 +105,10 @@ def run(
       lr = _hyper(lr, dtype)
       if decay > 0:
         lr = lr / (np.asarray(1, dtype) + _hyper(decay, dtype) * step)
-      if momentum == 0:
+      if _sparse(g):
+        m = None if momentum == 0 else _hyper(momentum, dtype)
+        _sparse_step(ws[i], vs[i], g, lr, m, nesterov)
+      elif momentum == 0:
         ws[i] = w - lr * g
       else:
         m = _hyper(momentum, dtype)

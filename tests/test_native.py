@@ -5,7 +5,9 @@ The parity modules run the reference's configurations on both paths (the
 kernel and XLA's step); here are what those do not reach: leaves large enough
 for the kernel's threads, odd sizes, float32 and float64 in one tree, `vmap`,
 differentiation, the compiled program's structure, and a machine without the
-kernel.
+kernel; and the same for row-sparse (`IndexedSlices`) gradients: many
+duplicate rows, padding, rows added in order, a sparse and a dense leaf in
+one step.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import pytest
 from helpers import KernelPath, assert_trajectories, enable_x64, run_sgd
 
 import optax_keras_sgd as oks
-from optax_keras_sgd import _alias
+from optax_keras_sgd import _alias, _sparse
 
 CONFIGS = {
   "momentum": dict(learning_rate=0.05, momentum=0.9),
@@ -132,15 +134,15 @@ def test_differentiating_through_the_update(nesterov, native):
   assert native.calls > 0
 
 
-def _full_size_ops(compiled, n):
+def _full_size_ops(compiled, dims):
   """Opcodes of the entry computation's instructions that produce an array
-  of `n` elements (alone or in a tuple); views and parameters left out."""
+  of shape `[dims]` (alone or in a tuple); views and parameters left out."""
   text = compiled.as_text()
   entry = text[text.index("\nENTRY") :].splitlines()[1:]
   ops = []
   for line in entry:
     m = re.match(r"\s*(?:ROOT )?%\S+ = (\(.*?\)|\S+) ([\w-]+)\(", line)
-    if m and f"[{n}]" in m.group(1):
+    if m and f"[{dims}]" in m.group(1):
       ops.append(m.group(2))
   views = ("parameter", "bitcast", "get-tuple-element", "tuple")
   return [op for op in ops if op not in views]
@@ -182,6 +184,146 @@ def test_the_functional_step_launches_one_kernel_and_the_adds(native):
   ops = _full_size_ops(compiled, n)
   assert sorted(set(ops)) in (["add", "custom-call"], ["custom-call", "fusion"])
   assert ops.count("custom-call") == 1 and len(ops) == 1 + leaves
+
+
+# Row-sparse gradients: a 50,000-row table, slices drawn from 40 rows (many
+# duplicates, so padding after summing) and from the whole table.
+TABLE = (50_000, 6)
+SPARSE_CONFIGS = {
+  **CONFIGS,
+  "plain": dict(learning_rate=0.1),  # no velocity: rows added in order
+  "decay_clipnorm": dict(learning_rate=0.2, momentum=0.9, decay=0.1, clipnorm=2.0),
+}
+
+
+def _sparse_problem(seed, steps, dtype="float32"):
+  rng = np.random.default_rng(seed)
+  params = [rng.normal(size=TABLE).astype(dtype), rng.normal(size=(9,)).astype(dtype)]
+  grads = []
+  for _ in range(steps):
+    idx = np.concatenate([rng.integers(0, 40, 300), rng.integers(0, TABLE[0], 200)])
+    values = rng.normal(size=(idx.size, TABLE[1])).astype(dtype)
+    grads.append([(values, idx, TABLE), rng.normal(size=(9,)).astype(dtype)])
+  return params, grads
+
+
+def _run_facade(params, grads, **config):
+  variables = [oks.Variable(p) for p in params]
+  opt = oks.SGD(**config)
+  out = []
+  for step in grads:
+    g = [
+      oks.IndexedSlices(x[0], jnp.asarray(x[1], jnp.int32), x[2])
+      if isinstance(x, tuple)
+      else x
+      for x in step
+    ]
+    opt.apply_gradients(zip(g, variables))
+    out.append([v.numpy() for v in variables])
+  return out
+
+
+@pytest.mark.parametrize("way", ["jit", "eager", "facade"])
+@pytest.mark.parametrize("name", sorted(SPARSE_CONFIGS))
+def test_sparse_rows_match_the_rule(name, way, native):
+  """Bitwise, except with `clipnorm` (a norm: within 8 ulps)."""
+  config = SPARSE_CONFIGS[name]
+  params, grads = _sparse_problem(2, 3)
+  if way == "facade":
+    ours = _run_facade(params, grads, **config)
+  else:
+    ours = run_sgd(params, grads, jit=way == "jit", **config)
+  exact = "clipnorm" not in config
+  assert_trajectories(ours, numpy_rule.run(params, grads, **config), exact=exact)
+  assert native.calls > 0
+
+
+def test_sum_duplicates_has_the_xla_layout(native, monkeypatch):
+  """Unique rows ascending, then padding (row `rows`, zeros): the layout of
+  the XLA path, so either path's update is the same `IndexedSlices`."""
+  rng = np.random.default_rng(3)
+  idx = jnp.asarray(rng.integers(0, 30, 500), jnp.int32)
+  g = oks.IndexedSlices(
+    jnp.asarray(rng.normal(size=(500, 4)), jnp.float32), idx, (30, 4)
+  )
+  native_rows = _sparse.sum_duplicates(g)
+  assert native.calls == 1
+  monkeypatch.setattr(_sparse._native, "usable", lambda *trees: False)
+  xla_rows = _sparse.sum_duplicates(g)
+  np.testing.assert_array_equal(native_rows.indices, xla_rows.indices)
+  np.testing.assert_array_equal(native_rows.values, xla_rows.values)
+  assert int(native_rows.indices[-1]) == 30
+
+
+def test_sparse_step_is_three_kernels_on_the_rows(native):
+  """The compiled sparse step: summing duplicates, the momentum on the rows
+  and the scatter into the table, each a kernel call; the table and the
+  velocity are updated in place (no full-size instruction but the calls
+  that write them)."""
+  tx = oks.sgd(0.1, momentum=0.9)
+  table = jnp.zeros(TABLE)
+  g = oks.IndexedSlices(jnp.ones((64, 6)), jnp.arange(64) % 7, TABLE)
+
+  def step(table, g, state):
+    u, state = tx.update(g, state, table)
+    return oks.apply_updates(table, u), state
+
+  compiled = jax.jit(step, donate_argnums=(0, 2)).lower(table, g, tx.init(table))
+  compiled = compiled.compile()
+  text = compiled.as_text()
+  for target in ("sum_duplicates", "sparse_step", "scatter_add"):
+    assert text.count(f'custom_call_target="optax_keras_sgd_{target}"') == 1
+  full = _full_size_ops(compiled, f"{TABLE[0]},{TABLE[1]}")
+  assert full == ["custom-call", "custom-call"], full
+
+
+def test_sparse_vmap_over_models(native):
+  """`vmap` runs the row kernels once per model (sequentially)."""
+  rates = np.array([0.1, 0.3], np.float32)
+  problems = [_sparse_problem(seed, 2) for seed in (4, 5)]
+
+  def run(lr, table, values):
+    tx = oks.sgd(lr, momentum=0.9)
+    state = tx.init(table)
+    for t in range(2):
+      g = oks.IndexedSlices(values[t], jnp.asarray(problems[0][1][t][0][1]), TABLE)
+      u, state = tx.update(g, state, table)
+      table = oks.apply_updates(table, u)
+    return table
+
+  tables = jnp.asarray(np.stack([p[0][0] for p in problems]))
+  values = jnp.asarray(np.stack([[p[1][t][0][0] for t in range(2)] for p in problems]))
+  ours = jax.jit(jax.vmap(run))(jnp.asarray(rates), tables, values)
+  for j, (params, grads) in enumerate(problems):
+    idx = problems[0][1]
+    steps = [[(grads[t][0][0], idx[t][0][1], TABLE)] for t in range(2)]
+    rule = numpy_rule.run(
+      [params[0]], steps, learning_rate=float(rates[j]), momentum=0.9
+    )
+    np.testing.assert_array_equal(np.asarray(ours[j]), rule[-1][0])
+  assert native.calls > 0
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_differentiating_through_a_sparse_update(nesterov, native):
+  """d(sum of the update's rows)/d(values) is -lr per row, -(m * lr) - lr with
+  Nesterov (by hand); duplicates share their row's derivative."""
+  lr, m = np.float32(0.1), np.float32(0.9)
+  tx = oks.sgd(0.1, momentum=0.9, nesterov=nesterov)
+  table = jnp.zeros((10, 2))
+  idx = jnp.asarray([3, 1, 3], jnp.int32)
+
+  def total(values):
+    g = oks.IndexedSlices(values, idx, (10, 2))
+    u, _ = tx.update(g, tx.init(table), table)
+    return jnp.sum(oks.apply_updates(table, u))
+
+  expected = -(m * lr) - lr if nesterov else -lr
+  for fn in (jax.grad(total), jax.jit(jax.grad(total))):
+    np.testing.assert_allclose(
+      fn(jnp.ones((3, 2))), np.full((3, 2), expected), rtol=1e-6
+    )
+  assert native.calls > 0
 
 
 _CHECK = """

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference
-from helpers import assert_trajectories, enable_x64, run_sgd
+from helpers import KernelPath, assert_trajectories, enable_x64, paths_for, run_sgd
 
 import optax_keras_sgd as oks
 
@@ -41,11 +41,15 @@ NORM_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+@pytest.mark.parametrize(
+  "dtype, path", paths_for(["float16", "bfloat16", "float32", "float64"])
+)
 @pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(NORM_CONFIGS))
-def test_sparse_parity(name, dtype):
+def test_sparse_parity(name, dtype, path, monkeypatch):
   """Bitwise without norm clipping; to rounding with it (sums are ordered
-  differently by TensorFlow and XLA)."""
+  differently by TensorFlow and XLA). On the native path the row kernels
+  (and the dense leaf's) must run."""
+  kernel = KernelPath(path, monkeypatch)
   exact = name in CONFIGS
   config = CONFIGS[name] if exact else NORM_CONFIGS[name]
   rng = np.random.default_rng(len(name))
@@ -55,6 +59,7 @@ def test_sparse_parity(name, dtype):
     ref, _ = reference.run(params, steps, dtype, **config)
     ours = run_sgd(params, steps, dtype, **config)
   assert_trajectories(ours, ref, dtype, exact=exact)
+  assert (kernel.calls > 0) == (path == "native")
 
 
 def test_spec_lazy_momentum_numbers():
@@ -87,7 +92,9 @@ def test_spec_clipnorm_sees_raw_values_before_duplicates_merge():
   assert_trajectories(ours, ref, exact=False)
 
 
-def test_facade_with_sparse_gradients_matches_reference():
+@pytest.mark.parametrize("path", ["native", "xla"])
+def test_facade_with_sparse_gradients_matches_reference(path, monkeypatch):
+  kernel = KernelPath(path, monkeypatch)
   rng = np.random.default_rng(5)
   table0 = rng.normal(size=TABLE).astype(np.float32)
   tf_table = reference.tf.Variable(table0)
@@ -107,6 +114,7 @@ def test_facade_with_sparse_gradients_matches_reference():
     )
   np.testing.assert_array_equal(table.numpy(), tf_table.numpy())
   np.testing.assert_array_equal(opt.get_weights()[1], tf_opt.get_weights()[1])
+  assert (kernel.calls > 0) == (path == "native")
 
 
 def test_sparse_step_reads_and_writes_rows_only():

@@ -13,6 +13,14 @@ kernels), and cached under `$OPTAX_KERAS_SGD_CACHE_DIR` (default
 `~/.cache/optax_keras_sgd`), keyed by the source, jaxlib, the compiler and the
 CPU. Without a compiler, on another backend, with more than one device, or
 with `OPTAX_KERAS_SGD_NATIVE=0`, the step is XLA's, bitwise the same.
+
+Row-sparse gradients (`IndexedSlices`) have kernels of their own: summing
+duplicate rows, the momentum step on the rows present, and adding rows into
+a table, each in place and in the slices' order, as TensorFlow's.
+
+This module holds the mechanics only (building, loading, calling); the
+arithmetic each call stands for is its caller's, passed in as `reference`
+for differentiation.
 """
 
 from __future__ import annotations
@@ -26,23 +34,34 @@ import platform
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from optax_keras_sgd import _learning_rate, _momentum
-
 _SOURCE = pathlib.Path(__file__).with_name("keras_sgd.cc")
-_SYMBOL = "OptaxKerasSgdStep"
-_TARGET = "optax_keras_sgd_step"
+# XLA custom-call targets and the library's symbols for them.
+_STEP = "optax_keras_sgd_step"
+_SUM_DUPLICATES = "optax_keras_sgd_sum_duplicates"
+_SPARSE_STEP = "optax_keras_sgd_sparse_step"
+_SCATTER_ADD = "optax_keras_sgd_scatter_add"
+_SYMBOLS = {
+  _STEP: "OptaxKerasSgdStep",
+  _SUM_DUPLICATES: "OptaxKerasSgdSumDuplicates",
+  _SPARSE_STEP: "OptaxKerasSgdSparseStep",
+  _SCATTER_ADD: "OptaxKerasSgdScatterAdd",
+}
 _FLAGS = ["-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC"]
 _FLAGS += ["-shared", "-w"]
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Modes of the kernel (keras_sgd.cc).
 VELOCITY, NESTEROV_UPDATE, APPLY, APPLY_NESTEROV, APPLY_NO_VELOCITY = range(5)
+
+# The arithmetic a kernel call stands for, in XLA: `reference(mode, *args)`
+# returns what the call returns; calls are differentiated through it.
+Reference = Callable[..., tuple[Any, Any]]
 
 
 class NativeStatus(NamedTuple):
@@ -118,8 +137,10 @@ def _load() -> NativeStatus:
       error = _compile(compiler, library)
       if error is not None:
         return NativeStatus(False, f"compiling the kernel failed: {error}")
-    handler = getattr(ctypes.cdll.LoadLibrary(str(library)), _SYMBOL)
-    jax.ffi.register_ffi_target(_TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    loaded = ctypes.cdll.LoadLibrary(str(library))
+    for target, symbol in _SYMBOLS.items():
+      handler = jax.ffi.pycapsule(getattr(loaded, symbol))
+      jax.ffi.register_ffi_target(target, handler, platform="cpu")
   except (OSError, AttributeError, subprocess.SubprocessError) as e:
     return NativeStatus(False, f"loading {library} failed: {e}")
   return NativeStatus(True, f"loaded {library}")
@@ -128,7 +149,7 @@ def _load() -> NativeStatus:
 def usable(*trees: Any) -> bool:
   """Whether the kernel can run this step: the kernel is loaded, the program
   runs on the one CPU device, and every leaf is a float32 or float64 array
-  (not `IndexedSlices`, not another dtype)."""
+  (pass the values of an `IndexedSlices`, not the slices)."""
   if jax.default_backend() != "cpu" or jax.device_count() != 1:
     return False
   for tree in trees:
@@ -140,6 +161,7 @@ def usable(*trees: Any) -> bool:
 
 def step(
   mode: int,
+  reference: Reference,
   rates: dict[Any, jax.Array],
   momenta: dict[Any, jax.Array],
   grads: list[jax.Array],
@@ -149,14 +171,21 @@ def step(
   """The kernel over lists of leaves, one call per dtype: returns the new
   velocities (None in `APPLY_NO_VELOCITY`) and the new parameters or the
   Nesterov update (None in `VELOCITY`). `rates` and `momenta` hold each
-  dtype's scalar."""
+  dtype's scalar; `reference(mode, lr, m, grads, velocities, params)` is the
+  same arithmetic in XLA, for differentiation."""
   new_v: list[Any] = [None] * len(grads)
   out: list[Any] = [None] * len(grads)
   for dtype in dict.fromkeys(g.dtype for g in grads):
     idx = [i for i, g in enumerate(grads) if g.dtype == dtype]
     pick = lambda xs, idx=idx: None if xs is None else tuple(xs[i] for i in idx)  # noqa: E731
     vs, os_ = _call(
-      mode, rates[dtype], momenta[dtype], pick(grads), pick(velocities), pick(params)
+      mode,
+      reference,
+      rates[dtype],
+      momenta[dtype],
+      pick(grads),
+      pick(velocities),
+      pick(params),
     )
     for j, i in enumerate(idx):
       if vs is not None:
@@ -169,11 +198,12 @@ def step(
   )
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _call(mode, lr, m, grads, velocities, params):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _call(mode, reference, lr, m, grads, velocities, params):
   """One dtype's kernel call. Under `vmap` the scalars get a batch dimension
   like every argument (`broadcast_all`), and the kernel splits each leaf into
   one block per batch element; differentiation goes through `reference`."""
+  del reference
   velocities = velocities or ()
   params = params or ()
   args = (lr, m, *grads, *velocities, *params)
@@ -190,7 +220,7 @@ def _call(mode, lr, m, grads, velocities, params):
   elif mode == NESTEROV_UPDATE:
     results += [jax.ShapeDtypeStruct(g.shape, g.dtype) for g in grads]
   call = jax.ffi.ffi_call(
-    _TARGET, results, input_output_aliases=aliases, vmap_method="broadcast_all"
+    _STEP, results, input_output_aliases=aliases, vmap_method="broadcast_all"
   )
   outs = call(*args, mode=np.int64(mode))
   if mode == APPLY_NO_VELOCITY:
@@ -200,20 +230,95 @@ def _call(mode, lr, m, grads, velocities, params):
 
 
 @_call.defjvp
-def _call_jvp(mode, primals, tangents):
+def _call_jvp(mode, reference, primals, tangents):
   return jax.jvp(functools.partial(reference, mode), primals, tangents)
 
 
-def reference(mode, lr, m, grads, velocities, params):
-  """`_call`'s arithmetic in XLA, for differentiation."""
-  nesterov = mode in (NESTEROV_UPDATE, APPLY_NESTEROV)
-  us = [_learning_rate.scaled(lr, g) for g in grads]
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 3))
+def sum_duplicates(
+  reference: Reference, values: jax.Array, indices: jax.Array, rows: int
+):
+  """`(summed, unique)`: the unique `indices` (int32) in ascending order, then
+  `rows` as padding; each one's values summed in the slices' order, from
+  zero, as `jax.ops.segment_sum` and TensorFlow's `unsorted_segment_sum`
+  sum them; zeros in the padding. `reference(values, indices, rows)` is the
+  same in XLA."""
+  del reference
+  call = jax.ffi.ffi_call(
+    _SUM_DUPLICATES,
+    (
+      jax.ShapeDtypeStruct(values.shape, values.dtype),
+      jax.ShapeDtypeStruct(indices.shape, np.int32),
+    ),
+    vmap_method="sequential",
+  )
+  return tuple(call(values, indices, rows=np.int64(rows)))
+
+
+@sum_duplicates.defjvp
+def _sum_duplicates_jvp(reference, rows, primals, tangents):
+  return jax.jvp(lambda v, i: reference(v, i, rows), primals, tangents)
+
+
+def sparse_step(
+  mode: int,
+  reference: Reference,
+  lr: jax.Array,
+  m: jax.Array,
+  values: jax.Array,
+  indices: jax.Array,
+  velocity: jax.Array | None,
+  param: jax.Array | None,
+) -> tuple[jax.Array | None, jax.Array]:
+  """The step on the rows `indices` (int32, unique unless the mode keeps no
+  velocity) of one table: returns the new velocity (None in
+  `APPLY_NO_VELOCITY`) and the new parameter, or in `VELOCITY` and
+  `NESTEROV_UPDATE` the update's rows. `reference(mode, lr, m, values,
+  indices, velocity, param)` is the same arithmetic in XLA."""
+  return _sparse_call(mode, reference, lr, m, values, indices, velocity, param)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _sparse_call(mode, reference, lr, m, values, indices, velocity, param):
+  del reference
+  tables = [t for t in (velocity, param) if t is not None]
+  results = [jax.ShapeDtypeStruct(t.shape, t.dtype) for t in tables]
+  if mode in (VELOCITY, NESTEROV_UPDATE):
+    results.append(jax.ShapeDtypeStruct(values.shape, values.dtype))
+  call = jax.ffi.ffi_call(
+    _SPARSE_STEP,
+    results,
+    input_output_aliases={4 + i: i for i in range(len(tables))},
+    vmap_method="sequential",
+  )
+  outs = call(lr, m, values, indices, *tables, mode=np.int64(mode))
   if mode == APPLY_NO_VELOCITY:
-    return None, tuple(jnp.add(p, u) for p, u in zip(params, us))
-  vs = tuple(_momentum.velocity_step(m, v, u) for v, u in zip(velocities, us))
-  ups = [_momentum.update_from(m, v, u, nesterov) for v, u in zip(vs, us)]
-  if mode == VELOCITY:
-    return vs, None
-  if mode == NESTEROV_UPDATE:
-    return vs, tuple(ups)
-  return vs, tuple(jnp.add(p, u) for p, u in zip(params, ups))
+    return None, outs[0]
+  return outs[0], outs[1]
+
+
+@_sparse_call.defjvp
+def _sparse_call_jvp(mode, reference, primals, tangents):
+  return jax.jvp(functools.partial(reference, mode), primals, tangents)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def scatter_add(
+  reference: Reference, table: jax.Array, indices: jax.Array, values: jax.Array
+) -> jax.Array:
+  """`table` with `values[i]` added to row `indices[i]` (int32) in order, in
+  place when `table` is donated; rows outside the table are dropped.
+  `reference(table, indices, values)` is the same in XLA."""
+  del reference
+  call = jax.ffi.ffi_call(
+    _SCATTER_ADD,
+    jax.ShapeDtypeStruct(table.shape, table.dtype),
+    input_output_aliases={2: 0},
+    vmap_method="sequential",
+  )
+  return call(values, indices, table)
+
+
+@scatter_add.defjvp
+def _scatter_add_jvp(reference, primals, tangents):
+  return jax.jvp(reference, primals, tangents)

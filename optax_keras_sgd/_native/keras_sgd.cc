@@ -11,8 +11,19 @@
 // Velocities and parameters are updated in place: Python aliases each of those
 // results to its argument. With k > 1 (under `vmap`), each leaf is k equal
 // blocks, block j using lr[j] and m[j].
+//
+// Row-sparse gradients (`IndexedSlices`) have three handlers of their own,
+// each a sequential pass over the slices in their order, as TensorFlow's:
+//   OptaxKerasSgdSumDuplicates  sums the values of duplicate indices
+//       (`unsorted_segment_sum` over the unique rows, in ascending order);
+//   OptaxKerasSgdSparseStep     `ResourceSparseApplyKerasMomentum` on those
+//       rows only (the same modes, the velocity and parameters in place);
+//   OptaxKerasSgdScatterAdd     adds rows of values into a table in place.
+// A negative index counts from the end of the table, as in JAX's indexing;
+// rows outside the table read zeros and are never written.
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -86,26 +97,33 @@ void Run(const Block& b, const T* lrs, const T* ms, int64_t mode) {
   }
 }
 
-// Blocks are shared with the pool's threads through a shared_ptr, so a task
-// that starts after the caller has finished all blocks finds nothing to do
-// and touches no freed memory; the caller waits for blocks, not for tasks.
-template <typename T>
-struct Work {
-  std::vector<Block> blocks;
-  const T* lrs;
-  const T* ms;
-  int64_t mode;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-
-  void Drain() {
-    const int64_t n = static_cast<int64_t>(blocks.size());
-    for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < n;) {
-      Run<T>(blocks[k], lrs, ms, mode);
-      done.fetch_add(1, std::memory_order_acq_rel);
+// Runs task(0), ..., task(count - 1) on the calling thread and, if
+// `parallel`, on the pool's threads too, and returns when all have run. The
+// counters live in shared state, so a pool task that starts after the caller
+// has returned finds nothing left and touches nothing of the caller's: the
+// caller waits for the tasks' items, not for the tasks.
+template <typename F>
+void ParallelFor(ffi::ThreadPool& pool, int64_t count, bool parallel, F task) {
+  struct State {
+    F task;
+    int64_t count;
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    State(F t, int64_t c) : task(std::move(t)), count(c) {}
+    void Drain() {
+      for (int64_t k; (k = next.fetch_add(1, std::memory_order_relaxed)) < count;) {
+        task(k);
+        done.fetch_add(1, std::memory_order_acq_rel);
+      }
     }
-  }
-};
+  };
+  auto state = std::make_shared<State>(std::move(task), count);
+  const int64_t helpers =
+      parallel ? std::min<int64_t>(pool.num_threads(), count - 1) : 0;
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([state] { state->Drain(); });
+  state->Drain();
+  while (state->done.load(std::memory_order_acquire) < count) std::this_thread::yield();
+}
 
 constexpr int64_t kBlock = int64_t{1} << 16;    // elements per task
 constexpr int64_t kParallel = int64_t{1} << 18; // fewer elements: one thread
@@ -132,10 +150,7 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::RemainingArgs args,
       leaves * outs != static_cast<int64_t>(rets.size()))
     return Fail("unexpected number of arguments or results");
 
-  auto work = std::make_shared<Work<T>>();
-  work->lrs = static_cast<const T*>(lr->untyped_data());
-  work->ms = static_cast<const T*>(m->untyped_data());
-  work->mode = mode;
+  std::vector<Block> blocks;
   int64_t total = 0;
   for (int64_t i = 0; i < leaves; ++i) {
     auto g = args.get<ffi::AnyBuffer>(2 + i);
@@ -158,18 +173,14 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::RemainingArgs args,
     const int64_t per = n / k;
     for (int64_t j = 0; j < k; ++j)
       for (int64_t lo = j * per; lo < (j + 1) * per; lo += kBlock)
-        work->blocks.push_back(
+        blocks.push_back(
             {g->untyped_data(), v, out, lo, std::min((j + 1) * per, lo + kBlock), j});
     total += n;
   }
-  int64_t threads = 0;
-  if (total >= kParallel)
-    threads = std::min<int64_t>(pool.num_threads(),
-                                static_cast<int64_t>(work->blocks.size()) - 1);
-  for (int64_t t = 0; t < threads; ++t) pool.Schedule([work] { work->Drain(); });
-  work->Drain();
-  const int64_t n = static_cast<int64_t>(work->blocks.size());
-  while (work->done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  const T* lrs = static_cast<const T*>(lr->untyped_data());
+  const T* ms = static_cast<const T*>(m->untyped_data());
+  ParallelFor(pool, static_cast<int64_t>(blocks.size()), total >= kParallel,
+              [&](int64_t b) { Run<T>(blocks[b], lrs, ms, mode); });
   return ffi::Error::Success();
 }
 
@@ -188,6 +199,282 @@ ffi::Error Dispatch(ffi::ThreadPool pool, ffi::RemainingArgs args,
   }
 }
 
+
+// ---------------------------------------------------------------------------
+// Row-sparse gradients.
+
+// The row `index` names in a table of `rows` rows, or -1 outside it.
+int64_t Row(int32_t index, int64_t rows) {
+  const int64_t r = index < 0 ? index + rows : index;
+  return r >= 0 && r < rows ? r : -1;
+}
+
+// Asks for the rows `ahead` slices on to be brought into the cache: the
+// rows of a large table are far apart, so each would otherwise wait on
+// memory (and on the page tables) in turn.
+template <typename T>
+void Prefetch(T* table, const int32_t* indices, int64_t i, int64_t n, int64_t d,
+              int64_t rows) {
+  constexpr int64_t kAhead = 8;
+  if (table == nullptr || i + kAhead >= n) return;
+  const int64_t r = Row(indices[i + kAhead], rows);
+  if (r < 0) return;
+  const char* p = reinterpret_cast<const char*>(table + r * d);
+  for (int64_t b = 0; b < d * static_cast<int64_t>(sizeof(T)); b += 64)
+    __builtin_prefetch(p + b, 1);
+}
+
+// The number of elements per slice: `values` is [n, d...], `n` slices.
+bool RowSize(const ffi::AnyBuffer& values, int64_t n, int64_t* d) {
+  const int64_t count = static_cast<int64_t>(values.element_count());
+  if (n == 0) {
+    *d = 0;
+    return count == 0;
+  }
+  *d = count / n;
+  return *d * n == count;
+}
+
+// Stable sort of the slice positions by index (least-significant-digit radix
+// sort, 11 bits a pass over the bits in use): ties keep the slices' order.
+void SortPositions(const int32_t* indices, int64_t n, std::vector<uint32_t>* key,
+                   std::vector<uint32_t>* pos) {
+  std::vector<uint32_t> k2(n), p2(n);
+  key->resize(n);
+  pos->resize(n);
+  uint32_t top = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    (*key)[i] = static_cast<uint32_t>(indices[i]);
+    (*pos)[i] = static_cast<uint32_t>(i);
+    top |= (*key)[i];
+  }
+  constexpr int kBits = 11;
+  for (int shift = 0; shift < 32 && (top >> shift) != 0; shift += kBits) {
+    std::array<uint32_t, (1 << kBits) + 1> start{};
+    for (int64_t i = 0; i < n; ++i)
+      ++start[(((*key)[i] >> shift) & ((1 << kBits) - 1)) + 1];
+    for (size_t b = 1; b < start.size(); ++b) start[b] += start[b - 1];
+    for (int64_t i = 0; i < n; ++i) {
+      const uint32_t to = start[((*key)[i] >> shift) & ((1 << kBits) - 1)]++;
+      k2[to] = (*key)[i];
+      p2[to] = (*pos)[i];
+    }
+    key->swap(k2);
+    pos->swap(p2);
+  }
+}
+
+template <typename T>
+void SumRows(const T* values, const int32_t* indices, int64_t n, int64_t d,
+             int32_t pad, T* summed, int32_t* unique) {
+  std::vector<uint32_t> key, pos;
+  SortPositions(indices, n, &key, &pos);
+  int64_t slot = -1;
+  for (int64_t s = 0; s < n; ++s) {
+    const T* __restrict__ x = values + static_cast<int64_t>(pos[s]) * d;
+    if (s == 0 || key[s] != key[s - 1]) {  // a new row: 0 + x, as a sum from zero
+      unique[++slot] = static_cast<int32_t>(key[s]);
+      T* __restrict__ out = summed + slot * d;
+      for (int64_t j = 0; j < d; ++j) out[j] = T(0) + x[j];
+    } else {
+      T* __restrict__ out = summed + slot * d;
+      for (int64_t j = 0; j < d; ++j) out[j] = out[j] + x[j];
+    }
+  }
+  std::fill(summed + (slot + 1) * d, summed + n * d, T(0));
+  for (int64_t s = slot + 1; s < n; ++s) unique[s] = pad;
+}
+
+ffi::Error SumDuplicates(ffi::AnyBuffer values, ffi::Buffer<ffi::S32> indices,
+                         ffi::Result<ffi::AnyBuffer> summed,
+                         ffi::Result<ffi::Buffer<ffi::S32>> unique, int64_t rows) {
+  const int64_t n = static_cast<int64_t>(indices.element_count());
+  int64_t d;
+  if (!RowSize(values, n, &d)) return Fail("values do not split into rows");
+  if (summed->element_type() != values.element_type())
+    return Fail("summed values must have the values' dtype");
+  const int32_t pad = static_cast<int32_t>(rows);
+  switch (values.element_type()) {
+    case ffi::DataType::F32:
+      SumRows<float>(static_cast<const float*>(values.untyped_data()),
+                     indices.typed_data(), n, d, pad,
+                     static_cast<float*>(summed->untyped_data()), unique->typed_data());
+      return ffi::Error::Success();
+    case ffi::DataType::F64:
+      SumRows<double>(static_cast<const double*>(values.untyped_data()),
+                      indices.typed_data(), n, d, pad,
+                      static_cast<double*>(summed->untyped_data()), unique->typed_data());
+      return ffi::Error::Success();
+    default:
+      return Fail("only float32 and float64 are supported");
+  }
+}
+
+// One row of the step; `Mode` a template argument so that each mode's loop
+// is a plain vector loop.
+template <typename T, int64_t Mode>
+void SparseRow(T lr, T m, const T* __restrict__ g, T* __restrict__ v,
+               T* __restrict__ w, T* __restrict__ out, int64_t d) {
+  for (int64_t j = 0; j < d; ++j) {
+    const T u = -(lr * g[j]);
+    if (Mode == kApplyNoVelocity) {
+      w[j] = w[j] + u;
+      continue;
+    }
+    const T nv = m * v[j] + u;
+    v[j] = nv;
+    if (Mode == kVelocity) out[j] = nv;
+    if (Mode == kNesterovUpdate) out[j] = m * nv + u;
+    if (Mode == kApply) w[j] = w[j] + nv;
+    if (Mode == kApplyNesterov) w[j] = w[j] + (m * nv + u);
+  }
+}
+
+template <typename T, int64_t Mode>
+void SparseRows(T lr, T m, const T* g, const int32_t* indices, int64_t n, int64_t d,
+                int64_t rows, T* v, T* w, T* out) {
+  std::vector<T> zeros;  // the velocity a row outside the table reads
+  for (int64_t i = 0; i < n; ++i) {
+    Prefetch(v, indices, i, n, d, rows);
+    Prefetch(w, indices, i, n, d, rows);
+    const int64_t r = Row(indices[i], rows);
+    const T* gi = g + i * d;
+    T* oi = out != nullptr ? out + i * d : nullptr;
+    if (r >= 0) {
+      SparseRow<T, Mode>(lr, m, gi, v != nullptr ? v + r * d : nullptr,
+                         w != nullptr ? w + r * d : nullptr, oi, d);
+    } else if (oi != nullptr) {  // padding: its update row, nothing written back
+      zeros.assign(d, T(0));
+      SparseRow<T, Mode>(lr, m, gi, zeros.data(), nullptr, oi, d);
+    }
+  }
+}
+
+// Arguments: lr[1], m[1], values [n, d...], indices [n], then the velocity
+// (modes that keep one) and the parameter (modes that write it), each a
+// [rows, d...] table. Results: the velocity, then the parameter or the
+// update's rows [n, d...].
+template <typename T>
+ffi::Error SparseTyped(ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t mode) {
+  auto lr = args.get<ffi::AnyBuffer>(0);
+  auto m = args.get<ffi::AnyBuffer>(1);
+  auto values = args.get<ffi::AnyBuffer>(2);
+  auto indices = args.get<ffi::Buffer<ffi::S32>>(3);
+  if (!lr.has_value() || !m.has_value() || !values.has_value() || !indices.has_value())
+    return Fail("missing lr, m, values or indices");
+  const bool velocity = mode != kApplyNoVelocity;
+  const bool params = mode >= kApply;
+  const bool rows_out = mode == kVelocity || mode == kNesterovUpdate;
+  const int64_t outs = velocity + params + rows_out;
+  if (static_cast<int64_t>(args.size()) != 4 + velocity + params ||
+      static_cast<int64_t>(rets.size()) != outs)
+    return Fail("unexpected number of arguments or results");
+  const int64_t n = static_cast<int64_t>(indices->element_count());
+  int64_t d;
+  if (!RowSize(*values, n, &d)) return Fail("values do not split into rows");
+  if (n == 0) return ffi::Error::Success();
+  T* v = nullptr;
+  T* w = nullptr;
+  T* out = nullptr;
+  int64_t table = 0;
+  for (int64_t k = 0; k < outs; ++k) {
+    auto r = rets.get<ffi::AnyBuffer>(k);
+    if (!r.has_value() || (*r)->element_type() != values->element_type())
+      return Fail("bad result");
+    T* data = static_cast<T*>((*r)->untyped_data());
+    if (rows_out && k == outs - 1) {
+      out = data;
+      continue;
+    }
+    const auto dims = (*r)->dimensions();
+    if (dims.size() == 0) return Fail("a table must have at least one dimension");
+    const int64_t count = static_cast<int64_t>((*r)->element_count());
+    table = dims[0];
+    if (table * d != count) return Fail("table rows differ from values");
+    (velocity && k == 0 ? v : w) = data;
+  }
+  const T lr_ = *static_cast<const T*>(lr->untyped_data());
+  const T m_ = *static_cast<const T*>(m->untyped_data());
+  const T* g = static_cast<const T*>(values->untyped_data());
+  const int32_t* idx = indices->typed_data();
+  // One thread: XLA's pool takes longer to wake than these rows take.
+  switch (mode) {
+    case kVelocity:
+      SparseRows<T, kVelocity>(lr_, m_, g, idx, n, d, table, v, w, out);
+      break;
+    case kNesterovUpdate:
+      SparseRows<T, kNesterovUpdate>(lr_, m_, g, idx, n, d, table, v, w, out);
+      break;
+    case kApply:
+      SparseRows<T, kApply>(lr_, m_, g, idx, n, d, table, v, w, out);
+      break;
+    case kApplyNesterov:
+      SparseRows<T, kApplyNesterov>(lr_, m_, g, idx, n, d, table, v, w, out);
+      break;
+    case kApplyNoVelocity:
+      SparseRows<T, kApplyNoVelocity>(lr_, m_, g, idx, n, d, table, v, w, out);
+      break;
+  }
+  return ffi::Error::Success();
+}
+
+ffi::Error SparseStep(ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t mode) {
+  if (mode < kVelocity || mode > kApplyNoVelocity) return Fail("unknown mode");
+  auto values = args.get<ffi::AnyBuffer>(2);
+  if (!values.has_value()) return Fail("no values");
+  switch (values->element_type()) {
+    case ffi::DataType::F32:
+      return SparseTyped<float>(args, rets, mode);
+    case ffi::DataType::F64:
+      return SparseTyped<double>(args, rets, mode);
+    default:
+      return Fail("only float32 and float64 are supported");
+  }
+}
+
+template <typename T>
+void AddRows(const T* x, const int32_t* indices, int64_t n, int64_t d, int64_t rows,
+             T* w) {
+  for (int64_t i = 0; i < n; ++i) {
+    Prefetch(w, indices, i, n, d, rows);
+    const int64_t r = Row(indices[i], rows);
+    if (r < 0) continue;
+    T* __restrict__ wr = w + r * d;
+    const T* __restrict__ xi = x + i * d;
+    for (int64_t j = 0; j < d; ++j) wr[j] = wr[j] + xi[j];
+  }
+}
+
+ffi::Error ScatterAdd(ffi::AnyBuffer values, ffi::Buffer<ffi::S32> indices,
+                      ffi::AnyBuffer table, ffi::Result<ffi::AnyBuffer> out) {
+  const int64_t n = static_cast<int64_t>(indices.element_count());
+  int64_t d;
+  if (!RowSize(values, n, &d)) return Fail("values do not split into rows");
+  if (n == 0) return ffi::Error::Success();
+  const auto dims = out->dimensions();
+  if (dims.size() == 0) return Fail("a table must have at least one dimension");
+  const int64_t rows = dims[0];
+  if (rows * d != static_cast<int64_t>(out->element_count()))
+    return Fail("table rows differ from values");
+  if (values.element_type() != out->element_type() ||
+      table.element_type() != out->element_type())
+    return Fail("values and table must have one dtype");
+  const void* x = values.untyped_data();
+  void* w = out->untyped_data();
+  switch (values.element_type()) {
+    case ffi::DataType::F32:
+      AddRows<float>(static_cast<const float*>(x), indices.typed_data(), n, d, rows,
+                     static_cast<float*>(w));
+      return ffi::Error::Success();
+    case ffi::DataType::F64:
+      AddRows<double>(static_cast<const double*>(x), indices.typed_data(), n, d, rows,
+                      static_cast<double*>(w));
+      return ffi::Error::Success();
+    default:
+      return Fail("only float32 and float64 are supported");
+  }
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdStep, Dispatch,
@@ -196,3 +483,24 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdStep, Dispatch,
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<int64_t>("mode"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdSumDuplicates, SumDuplicates,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Attr<int64_t>("rows"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdSparseStep, SparseStep,
+                              ffi::Ffi::Bind()
+                                  .RemainingArgs()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("mode"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdScatterAdd, ScatterAdd,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::AnyBuffer>());
