@@ -111,7 +111,7 @@ def _step(mode, rates, momenta, grads, velocities, params):
       reference,
       rates,
       momenta,
-      pick(grads, dense),
+      [grads[i] for i in dense],
       pick(velocities, dense),
       pick(params, dense),
     )
