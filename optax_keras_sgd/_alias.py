@@ -130,13 +130,14 @@ def parts(
     blocks.append(_clipping.clip_by_norm(clipnorm))
   if global_clipnorm is not None:
     blocks.append(_clipping.clip_by_global_norm(global_clipnorm))
+  direct = not blocks  # the gradients reach the last blocks as given
   if _momentum.has_velocity(momentum):
     blocks.append(_sparse.sum_duplicate_indices())
   return Parts(
     optax.chain(*blocks) if blocks else _NO_BLOCKS,
     _learning_rate.scale_by_keras_learning_rate(learning_rate, decay),
     _momentum.keras_momentum(momentum, nesterov),
-    _fused.Settings(learning_rate, decay, momentum, nesterov),
+    _fused.Settings(learning_rate, decay, momentum, nesterov, direct),
   )
 
 

@@ -131,6 +131,17 @@ class KernelPath:
     for kernel in _KERNELS:
       monkeypatch.setattr(_native, kernel, self._counted(getattr(_native, kernel)))
 
+  def check(self, config: dict, facade: bool) -> None:
+    """The kernel ran on the native path exactly where it should for dense
+    float32/float64 leaves: with no clipping before it, and in `sgd` only
+    for a velocity without Nesterov (the facade: every step)."""
+    clipped = any(
+      config.get(k) is not None for k in ("clipvalue", "clipnorm", "global_clipnorm")
+    )
+    functional = bool(config.get("momentum")) and not config.get("nesterov")
+    expected = self.name == "native" and not clipped and (facade or functional)
+    assert (self.calls > 0) == expected, (self.name, self.calls, config, facade)
+
   def _counted(self, real):
     def counted(*args, **kwargs):
       self.calls += 1

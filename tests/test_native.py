@@ -51,13 +51,40 @@ def native(monkeypatch):
   return KernelPath("native", monkeypatch)
 
 
-@pytest.mark.parametrize("jit", [True, False], ids=["jit", "eager"])
+def _run_facade(params, grads, **config):
+  """The facade's trajectory; a gradient `(values, indices, shape)` is an
+  `IndexedSlices`."""
+  variables = [oks.Variable(p) for p in params]
+  opt = oks.SGD(**config)
+  out = []
+  for step in grads:
+    g = [
+      oks.IndexedSlices(x[0], jnp.asarray(x[1], jnp.int32), x[2])
+      if isinstance(x, tuple)
+      else x
+      for x in step
+    ]
+    opt.apply_gradients(zip(g, variables))
+    out.append([v.numpy() for v in variables])
+  return out
+
+
+def _trajectory(way, params, grads, **config):
+  if way == "facade":
+    return _run_facade(params, grads, **config)
+  return run_sgd(params, grads, jit=way == "jit", **config)
+
+
+@pytest.mark.parametrize("way", ["jit", "eager", "facade"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_large_and_odd_leaves_match_the_rule(name, jit, native):
+def test_large_and_odd_leaves_match_the_rule(name, way, native):
+  """Where the kernel runs (the facade; `sgd` with momentum alone) and where
+  it gives way to XLA (Nesterov's update in `sgd`, clipping): the rule's
+  numbers either way."""
   params, grads = _problem(0, SHAPES, 3)
-  ours = run_sgd(params, grads, jit=jit, **CONFIGS[name])
+  ours = _trajectory(way, params, grads, **CONFIGS[name])
   assert_trajectories(ours, numpy_rule.run(params, grads, **CONFIGS[name]))
-  assert native.calls > 0
+  native.check(CONFIGS[name], facade=way == "facade")
 
 
 def test_float32_and_float64_leaves_in_one_tree(native):
@@ -67,7 +94,7 @@ def test_float32_and_float64_leaves_in_one_tree(native):
       params[1].astype(np.float64),
       [[g[0], g[1].astype(np.float64)] for g in grads],
     )
-    tx = oks.sgd(0.1, momentum=0.9, nesterov=True)
+    tx = oks.sgd(0.1, momentum=0.9)
     p = [jnp.asarray(x) for x in params]
     state = tx.init(p)
     step = jax.jit(lambda p, g, s: tx.update(g, s, p))
@@ -79,24 +106,45 @@ def test_float32_and_float64_leaves_in_one_tree(native):
     assert [x.dtype for x in p] == [jnp.float32, jnp.float64]
     lowered = step.lower(p, [jnp.asarray(x) for x in grads[0]], state).as_text()
     assert lowered.count("stablehlo.custom_call @optax_keras_sgd_step") == 2
-  rule = numpy_rule.run(params, grads, learning_rate=0.1, momentum=0.9, nesterov=True)
+  rule = numpy_rule.run(params, grads, learning_rate=0.1, momentum=0.9)
   assert_trajectories(ours, rule)
   assert native.calls > 0
 
 
-def test_vmap_over_models_and_learning_rates(native):
+def _stepper(way, lr, nesterov):
+  """`(init, step)`: `sgd`'s update and `apply_updates`, or the facade's
+  one pass (`update_and_apply`); `step(params, grads, state)`."""
+  if way == "functional":
+    tx = oks.sgd(lr, momentum=0.9, nesterov=nesterov)
+
+    def step(params, grads, state):
+      u, state = tx.update(grads, state, params)
+      return optax.apply_updates(params, u), state
+
+    return tx.init, step
+  parts = _alias.parts(lr, momentum=0.9, nesterov=nesterov)
+  tx = _alias.transformation(parts)
+  return tx.init, lambda p, g, s: _alias.update_and_apply(parts, g, s, p)
+
+
+# Where the kernel runs: `sgd`'s update with momentum, the facade's pass with
+# Nesterov (`sgd`'s Nesterov update is XLA's).
+KERNEL_WAYS = [("functional", False), ("facade", True)]
+
+
+@pytest.mark.parametrize("way, nesterov", KERNEL_WAYS)
+def test_vmap_over_models_and_learning_rates(way, nesterov, native):
   """Under `vmap` every argument of the kernel, the scalars included, gets the
   batch dimension, and each model takes its own learning rate."""
   rates = np.array([0.1, -0.05, 0.3], np.float32)
   batch = [_problem(seed, [(6,), (2, 5)], 3) for seed in range(3)]
 
   def run(lr, params, grads):
-    tx = oks.sgd(lr, momentum=0.9, nesterov=True)
-    state = tx.init(params)
+    init, step = _stepper(way, lr, nesterov)
+    state = init(params)
     out = []
     for g in grads:
-      u, state = tx.update(g, state, params)
-      params = optax.apply_updates(params, u)
+      params, state = step(params, g, state)
       out.append(params)
     return out
 
@@ -111,22 +159,21 @@ def test_vmap_over_models_and_learning_rates(native):
   ours = jax.jit(jax.vmap(run))(jnp.asarray(rates), params, grads)
   for j, (p0, gs) in enumerate(batch):
     rule = numpy_rule.run(
-      p0, gs, learning_rate=float(rates[j]), momentum=0.9, nesterov=True
+      p0, gs, learning_rate=float(rates[j]), momentum=0.9, nesterov=nesterov
     )
     assert_trajectories([[np.asarray(x[j]) for x in step] for step in ours], rule)
   assert native.calls > 0
 
 
-@pytest.mark.parametrize("nesterov", [False, True])
-def test_differentiating_through_the_update(nesterov, native):
-  """d(update)/dg is -lr, and with Nesterov -(m * lr) - lr (by hand)."""
+@pytest.mark.parametrize("way, nesterov", KERNEL_WAYS)
+def test_differentiating_through_the_update(way, nesterov, native):
+  """d(new params)/dg is -lr, and with Nesterov -(m * lr) - lr (by hand)."""
   lr, m = np.float32(0.1), np.float32(0.9)
-  tx = oks.sgd(0.1, momentum=0.9, nesterov=nesterov)
+  init, step = _stepper(way, 0.1, nesterov)
   w = jnp.arange(5.0)
 
   def total(g):
-    u, _ = tx.update(g, tx.init(w), w)
-    return jnp.sum(u)
+    return jnp.sum(step(w, g, init(w))[0])
 
   expected = -(m * lr) - lr if nesterov else -lr
   for fn in (jax.grad(total), jax.jit(jax.grad(total))):
@@ -186,6 +233,40 @@ def test_the_functional_step_launches_one_kernel_and_the_adds(native):
   assert ops.count("custom-call") == 1 and len(ops) == 1 + leaves
 
 
+@pytest.mark.parametrize("facade", [False, True], ids=["sgd", "facade"])
+@pytest.mark.parametrize(
+  "config",
+  [
+    dict(nesterov=True),
+    dict(clipvalue=0.5),
+    dict(clipnorm=1.0),
+    dict(global_clipnorm=1.0, nesterov=True),
+  ],
+  ids=str,
+)
+def test_no_full_size_temporary(config, facade, native):
+  """Where the kernel would need a gradient or an update written out for it
+  (after clipping; `sgd`'s Nesterov update), the step is XLA's, fused; where
+  it runs (the facade's Nesterov), it writes in place: either way the
+  compiled program has no temporary of a parameter's size (a fresh one each
+  step, whose page faults made such a step 3x slower)."""
+  n = 1 << 20
+  parts = _alias.parts(0.1, momentum=0.9, **config)
+  tx = _alias.transformation(parts)
+  params, grads = [jnp.ones(n)], [jnp.ones(n)]
+
+  def step(p, g, s):
+    if facade:
+      return _alias.update_and_apply(parts, g, s, p)
+    u, s = tx.update(g, s, p)
+    return optax.apply_updates(p, u), s
+
+  compiled = jax.jit(step, donate_argnums=(0, 2)).lower(params, grads, tx.init(params))
+  memory = compiled.compile().memory_analysis()
+  assert memory.temp_size_in_bytes < n * 4, memory.temp_size_in_bytes
+  native.check(dict(momentum=0.9, **config), facade=facade)
+
+
 # Row-sparse gradients: a 50,000-row table, slices drawn from 40 rows (many
 # duplicates, so padding after summing) and from the whole table.
 TABLE = (50_000, 6)
@@ -207,32 +288,13 @@ def _sparse_problem(seed, steps, dtype="float32"):
   return params, grads
 
 
-def _run_facade(params, grads, **config):
-  variables = [oks.Variable(p) for p in params]
-  opt = oks.SGD(**config)
-  out = []
-  for step in grads:
-    g = [
-      oks.IndexedSlices(x[0], jnp.asarray(x[1], jnp.int32), x[2])
-      if isinstance(x, tuple)
-      else x
-      for x in step
-    ]
-    opt.apply_gradients(zip(g, variables))
-    out.append([v.numpy() for v in variables])
-  return out
-
-
 @pytest.mark.parametrize("way", ["jit", "eager", "facade"])
 @pytest.mark.parametrize("name", sorted(SPARSE_CONFIGS))
 def test_sparse_rows_match_the_rule(name, way, native):
   """Bitwise, except with `clipnorm` (a norm: within 8 ulps)."""
   config = SPARSE_CONFIGS[name]
   params, grads = _sparse_problem(2, 3)
-  if way == "facade":
-    ours = _run_facade(params, grads, **config)
-  else:
-    ours = run_sgd(params, grads, jit=way == "jit", **config)
+  ours = _trajectory(way, params, grads, **config)
   exact = "clipnorm" not in config
   assert_trajectories(ours, numpy_rule.run(params, grads, **config), exact=exact)
   assert native.calls > 0
