@@ -213,6 +213,20 @@ def test_the_facade_step_is_one_pass_over_memory(nesterov, native):
   assert _full_size_ops(compiled, n) == ["custom-call"]
 
 
+def test_many_leaves_are_split_into_calls_of_bounded_size(native):
+  """XLA's compile time grows faster than the square of one instruction's
+  operand count, so 200 leaves go in calls of at most `LEAVES_PER_CALL`."""
+  from optax_keras_sgd import _native
+
+  tx = oks.sgd(0.1, momentum=0.9)
+  params = [jnp.ones(3) for _ in range(200)]
+  step = jax.jit(lambda p, g, s: tx.update(g, s, p))
+  text = step.lower(params, params, tx.init(params)).as_text()
+  calls = -(-200 // _native.LEAVES_PER_CALL)
+  assert _native.LEAVES_PER_CALL <= 64
+  assert text.count("stablehlo.custom_call @optax_keras_sgd_step") == calls
+
+
 def test_the_functional_step_launches_one_kernel_and_the_adds(native):
   """`sgd`'s update: one kernel call for all velocities; what is left per leaf
   is the caller's `apply_updates`, one add each."""

@@ -59,6 +59,11 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Modes of the kernel (keras_sgd.cc).
 VELOCITY, NESTEROV_UPDATE, APPLY, APPLY_NESTEROV, APPLY_NO_VELOCITY = range(5)
 
+# Leaves per kernel call. XLA's compile time grows faster than the square of
+# one instruction's operand count: a momentum step over 2,000 leaves in one
+# call compiled in 27 s, in calls of 64 leaves in 1.8 s (16 to 64 are alike).
+LEAVES_PER_CALL = 64
+
 # The arithmetic a kernel call stands for, in XLA: `reference(mode, *args)`
 # returns what the call returns; calls are differentiated through it.
 Reference = Callable[..., tuple[Any, Any]]
@@ -168,15 +173,20 @@ def step(
   velocities: list[jax.Array] | None,
   params: list[jax.Array] | None,
 ) -> tuple[list[jax.Array] | None, list[jax.Array] | None]:
-  """The kernel over lists of leaves, one call per dtype: returns the new
-  velocities (None in `APPLY_NO_VELOCITY`) and the new parameters or the
-  Nesterov update (None in `VELOCITY`). `rates` and `momenta` hold each
-  dtype's scalar; `reference(mode, lr, m, grads, velocities, params)` is the
-  same arithmetic in XLA, for differentiation."""
+  """The kernel over lists of leaves, one call per dtype and up to
+  `LEAVES_PER_CALL` leaves: returns the new velocities (None in
+  `APPLY_NO_VELOCITY`) and the new parameters or the Nesterov update (None in
+  `VELOCITY`). `rates` and `momenta` hold each dtype's scalar;
+  `reference(mode, lr, m, grads, velocities, params)` is the same arithmetic
+  in XLA, for differentiation."""
   new_v: list[Any] = [None] * len(grads)
   out: list[Any] = [None] * len(grads)
+  groups = []
   for dtype in dict.fromkeys(g.dtype for g in grads):
-    idx = [i for i, g in enumerate(grads) if g.dtype == dtype]
+    same = [i for i, g in enumerate(grads) if g.dtype == dtype]
+    chunks = range(0, len(same), LEAVES_PER_CALL)
+    groups += [(dtype, same[k : k + LEAVES_PER_CALL]) for k in chunks]
+  for dtype, idx in groups:
     pick = lambda xs, idx=idx: None if xs is None else tuple(xs[i] for i in idx)  # noqa: E731
     vs, os_ = _call(
       mode,
