@@ -1,6 +1,6 @@
 """The benchmark suite: this package against its peers, in one process.
 
-    python benchmarks/run.py            # everything (about 25 minutes on 2 cores)
+    python benchmarks/run.py            # everything (20 to 35 minutes on 2 cores)
     python benchmarks/run.py --quick    # momentum variants only, fewer rounds
     python benchmarks/run.py --write    # also write RESULTS.md and the README table
 

@@ -3,9 +3,10 @@
 XLA:CPU compiles the momentum step into two loops per tensor (the velocity,
 then the parameter that reads it back), launches them tensor by tensor, and
 compiles a kernel per tensor. `keras_sgd.cc` does the learning-rate scale,
-the velocity and (for the facade) the parameter in one pass over all tensors
-of a dtype, with TensorFlow's arithmetic: each product rounded, no fused
-multiply-add (`-ffp-contract=off`), IEEE semantics (no fast-math).
+the velocity and (for the facade) the parameter in one pass, one call per
+dtype and up to `LEAVES_PER_CALL` tensors, with TensorFlow's arithmetic: each
+product rounded, no fused multiply-add (`-ffp-contract=off`), IEEE semantics
+(no fast-math).
 
 It is compiled on first use with the machine's C++ compiler against the XLA
 FFI headers that jaxlib ships, for the host CPU (as XLA compiles its own
@@ -210,9 +211,10 @@ def step(
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def _call(mode, reference, lr, m, grads, velocities, params):
-  """One dtype's kernel call. Under `vmap` the scalars get a batch dimension
-  like every argument (`broadcast_all`), and the kernel splits each leaf into
-  one block per batch element; differentiation goes through `reference`."""
+  """One kernel call over leaves of one dtype. Under `vmap` the scalars get
+  a batch dimension like every argument (`broadcast_all`), and the kernel
+  splits each leaf into one block per batch element; differentiation goes
+  through `reference`."""
   del reference
   velocities = velocities or ()
   params = params or ()
@@ -270,6 +272,7 @@ def _sum_duplicates_jvp(reference, rows, primals, tangents):
   return jax.jvp(lambda v, i: reference(v, i, rows), primals, tangents)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
 def sparse_step(
   mode: int,
   reference: Reference,
@@ -285,11 +288,6 @@ def sparse_step(
   `APPLY_NO_VELOCITY`) and the new parameter, or in `VELOCITY` and
   `NESTEROV_UPDATE` the update's rows. `reference(mode, lr, m, values,
   indices, velocity, param)` is the same arithmetic in XLA."""
-  return _sparse_call(mode, reference, lr, m, values, indices, velocity, param)
-
-
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _sparse_call(mode, reference, lr, m, values, indices, velocity, param):
   del reference
   tables = [t for t in (velocity, param) if t is not None]
   results = [jax.ShapeDtypeStruct(t.shape, t.dtype) for t in tables]
@@ -307,8 +305,8 @@ def _sparse_call(mode, reference, lr, m, values, indices, velocity, param):
   return outs[0], outs[1]
 
 
-@_sparse_call.defjvp
-def _sparse_call_jvp(mode, reference, primals, tangents):
+@sparse_step.defjvp
+def _sparse_step_jvp(mode, reference, primals, tangents):
   return jax.jvp(functools.partial(reference, mode), primals, tangents)
 
 
