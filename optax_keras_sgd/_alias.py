@@ -130,14 +130,17 @@ def parts(
     blocks.append(_clipping.clip_by_norm(clipnorm))
   if global_clipnorm is not None:
     blocks.append(_clipping.clip_by_global_norm(global_clipnorm))
-  direct = not blocks  # the gradients reach the last blocks as given
+  # The kernel applies the per-tensor clips itself, not the others.
+  direct = axis_name is None and global_clipnorm is None
   if _momentum.has_velocity(momentum):
     blocks.append(_sparse.sum_duplicate_indices())
   return Parts(
     optax.chain(*blocks) if blocks else _NO_BLOCKS,
     _learning_rate.scale_by_keras_learning_rate(learning_rate, decay),
     _momentum.keras_momentum(momentum, nesterov),
-    _fused.Settings(learning_rate, decay, momentum, nesterov, direct),
+    _fused.Settings(
+      learning_rate, decay, momentum, nesterov, clipvalue, clipnorm, direct
+    ),
   )
 
 
@@ -156,10 +159,15 @@ def transformation(p: Parts) -> optax.GradientTransformation:
     return (*p.gradients.init(params), p.scale.init(params), p.trace.init(params))
 
   def update_fn(updates, state, params=None):
-    updates, gradient_state = p.gradients.update(updates, state[:-2], params)
-    scale, trace = state[-2:]
-    fused = _fused.update(p.settings, updates, scale, trace, params)
-    updates, scale, trace = fused or _last_blocks(p, updates, scale, trace, params)
+    gradient_state, (scale, trace) = state[:-2], state[-2:]
+    fused = _fused.update(
+      p.settings, p.gradients, updates, gradient_state, scale, trace, params
+    )
+    if fused is None:
+      updates, gradient_state = p.gradients.update(updates, gradient_state, params)
+      updates, scale, trace = _last_blocks(p, updates, scale, trace, params)
+    else:
+      updates, gradient_state, scale, trace = fused
     return updates, (*gradient_state, scale, trace)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -168,14 +176,14 @@ def transformation(p: Parts) -> optax.GradientTransformation:
 def update_and_apply(p: Parts, grads: Any, state: Any, params: Any):
   """`transformation(p)`'s update applied to `params`: returns the new
   parameters and state, in one native pass when the step allows it."""
-  grads, gradient_state = p.gradients.update(grads, state[:-2], params)
-  scale, trace = state[-2:]
-  fused = _fused.apply(p.settings, grads, scale, trace, params)
+  gradient_state, (scale, trace) = state[:-2], state[-2:]
+  fused = _fused.apply(p.settings, p.gradients, grads, gradient_state, scale, trace, params)
   if fused is None:
+    grads, gradient_state = p.gradients.update(grads, gradient_state, params)
     updates, scale, trace = _last_blocks(p, grads, scale, trace, params)
     params = _sparse.apply_updates(params, updates)
   else:
-    params, scale, trace = fused
+    params, gradient_state, scale, trace = fused
   return params, (*gradient_state, scale, trace)
 
 

@@ -57,8 +57,7 @@ def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformati
   _validation.check_non_negative("clipvalue", clipvalue)
 
   def clip(g):
-    c = _numerics.as_threshold(clipvalue, _real("clipvalue", g).dtype)
-    return jnp.maximum(jnp.minimum(g, c), -c)
+    return tensor_clip_by_value(g, clipvalue)
 
   def update_fn(updates, state, params=None):
     del params
@@ -69,13 +68,19 @@ def clip_by_value(clipvalue: jax.typing.ArrayLike) -> optax.GradientTransformati
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
 
 
+def tensor_clip_by_value(g: jax.Array, clipvalue) -> jax.Array:
+  """`tf.clip_by_value(g, -clipvalue, clipvalue)` on one tensor."""
+  c = _numerics.as_threshold(clipvalue, _real("clipvalue", g).dtype)
+  return jnp.maximum(jnp.minimum(g, c), -c)
+
+
 def _sum_of_squares(g: jax.Array, axis=None) -> jax.Array:
   """`sum(g * g)` over `axis` (all axes by default), in `g`'s dtype."""
   axes = tuple(range(g.ndim)) if axis is None else (axis,)
   return lax.reduce_sum(lax.mul(g, g), axes)
 
 
-def _tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
+def tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
   """`tf.clip_by_norm(g, clipnorm)` on one tensor (or on each row of `g` with
   `axis=1`)."""
   # Lax primitives: this runs once per tensor, and nested jits multiply
@@ -98,7 +103,7 @@ def _tensor_clip_by_norm(g: jax.Array, clipnorm, axis=None) -> jax.Array:
 
 def _flat_clip_by_norm(g: _flat.FlatParams, clipnorm) -> _flat.FlatParams:
   """`tf.clip_by_norm` on each original tensor: each row of each buffer."""
-  return g.map_tensors(lambda block: _tensor_clip_by_norm(block, clipnorm, axis=1))
+  return g.map_tensors(lambda block: tensor_clip_by_norm(block, clipnorm, axis=1))
 
 
 def clip_by_norm(clipnorm: jax.typing.ArrayLike) -> optax.GradientTransformation:
@@ -137,7 +142,7 @@ def clip_by_norm(clipnorm: jax.typing.ArrayLike) -> optax.GradientTransformation
   def clip(g):
     if isinstance(g, _flat.FlatParams):
       return _flat_clip_by_norm(g, clipnorm)
-    return _sparse.map_values(lambda v: _tensor_clip_by_norm(v, clipnorm), g)
+    return _sparse.map_values(lambda v: tensor_clip_by_norm(v, clipnorm), g)
 
   def update_fn(updates, state, params=None):
     del params

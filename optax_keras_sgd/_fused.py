@@ -1,20 +1,29 @@
-"""Keras's learning-rate scale and momentum as one native pass.
+"""Keras's clipping, learning-rate scale and momentum as one native pass.
 
-`sgd`'s last two blocks (`scale_by_keras_learning_rate`, `keras_momentum`)
-and, for the facade, the parameter update, run as `_native` kernel calls when
-the step allows it: one call per dtype over the dense leaves, one per
-`IndexedSlices` leaf on its rows. Each function returns None when the step
-does not allow it, and the caller then runs the XLA blocks, which compute the
-same bits; `reference` and `sparse_reference` are those bits in XLA, through
-which the kernels are differentiated.
+`sgd`'s last two blocks (`scale_by_keras_learning_rate`, `keras_momentum`),
+the per-tensor clips before them (`clipvalue`, `clipnorm`) and, for the
+facade, the parameter update, run as `_native` kernel calls when the step
+allows it: one call per dtype over the dense leaves, one per `IndexedSlices`
+leaf on its rows. `update` and `apply` take the gradients as given, before
+`sgd`'s gradient blocks, and return None when the step does not allow the
+kernel; the caller then runs the blocks in XLA. `reference` and
+`sparse_reference` are the kernels' arithmetic in XLA, through which they are
+differentiated. Without norms the two compute the same bits; with
+`clipnorm`, the kernel sums each tensor's squares in its own fixed order and
+divides by the clip's denominator as TensorFlow does, where XLA multiplies
+by its reciprocal (both within the reference's rounding, see
+`_native/keras_sgd.cc`).
 
-Dense leaves take the kernel only where it writes no new full-size array:
-not after a gradient block (clipping, aggregation), whose output XLA fuses
-into its own loop but would write out for the kernel to read, and not for
-Nesterov's update in `update`, which XLA fuses into the caller's
-`apply_updates`. A new array of that size is a fresh allocation each step,
-and its page faults cost more than the kernel saves (on a 32M tensor, 69 ms
-a step against XLA's 23).
+Dense leaves take the kernel where it writes no new full-size array: with no
+gradient block before it that it cannot take itself (aggregation over
+devices, `global_clipnorm`), whose output XLA fuses into its own loop but
+would write out for the kernel to read, and not for Nesterov's update in
+`update`, which XLA fuses into the caller's `apply_updates`. A new array of
+that size is a fresh allocation each step, and its page faults cost more
+than the kernel saves (on a 32M tensor, 69 ms a step against XLA's 23).
+Small leaves take the kernel there too, up to `SMALL_TOTAL` elements of them
+in all: their new arrays are small temporaries the allocator reuses, and the
+kernel spares XLA a loop per leaf, at run time and at compile time.
 """
 
 from __future__ import annotations
@@ -25,27 +34,49 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_keras_sgd import _learning_rate, _momentum, _native, _numerics, _sparse
+from optax_keras_sgd import (
+  _clipping,
+  _flat,
+  _learning_rate,
+  _momentum,
+  _native,
+  _numerics,
+  _sparse,
+)
+
+# A dense leaf of at most `SMALL_LEAF` elements takes the kernel wherever it
+# runs, while the leaves so taken hold at most `SMALL_TOTAL` elements in all
+# (see the module's docstring).
+SMALL_LEAF = 1 << 12
+SMALL_TOTAL = 1 << 20
 
 
 class Settings(NamedTuple):
-  """The hyperparameters of the two blocks."""
+  """The hyperparameters of the blocks the kernel runs."""
 
   learning_rate: Any
   decay: Any
   momentum: Any
   nesterov: bool
-  direct: bool  # the gradients reach these blocks as given: no clip before
+  clipvalue: Any  # None, or the per-tensor clips, which the kernel applies
+  clipnorm: Any
+  direct: bool  # no gradient block but those clips (and summing duplicates)
 
 
 def _scalars(settings: Settings, count: jax.Array, leaves: list[Any]):
-  dtypes = list(dict.fromkeys(x.dtype for x in leaves))
-  rates = {
-    d: _learning_rate.learning_rate_at(settings.learning_rate, settings.decay, count, d)
-    for d in dtypes
-  }
-  momenta = {d: _numerics.as_hyperparameter(settings.momentum, d) for d in dtypes}
-  return rates, momenta
+  """Per dtype: `(lr, m, clipvalue, clipnorm)`, the clips 0 when unset."""
+  scalars = {}
+  for d in dict.fromkeys(x.dtype for x in leaves):
+    clips = [
+      _numerics.as_threshold(0 if c is None else c, d)
+      for c in (settings.clipvalue, settings.clipnorm)
+    ]
+    scalars[d] = (
+      _learning_rate.learning_rate_at(settings.learning_rate, settings.decay, count, d),
+      _numerics.as_hyperparameter(settings.momentum, d),
+      *clips,
+    )
+  return scalars
 
 
 def _states(count, velocity):
@@ -59,10 +90,52 @@ def _usable(grads: Any, *trees: Any) -> bool:
   return _native.usable(_sparse.tree_map_gradients(_sparse.dense_values, grads), *trees)
 
 
+def _clip(settings: Settings, updates: Any) -> int | None:
+  """The clips the kernel applies to the dense leaves it takes (bits of
+  `_native.CLIP_*`), or None where the gradient blocks run first on every
+  leaf (`settings.direct` false; a `FlatParams`, whose rows the norm clip
+  must see one by one)."""
+  if not settings.direct:
+    return None
+  if settings.clipnorm is not None and any(
+    isinstance(x, _flat.FlatParams)
+    for x in jax.tree.leaves(updates, is_leaf=lambda x: isinstance(x, _flat.FlatParams))
+  ):
+    return None
+  clip = _native.CLIP_VALUE if settings.clipvalue is not None else 0
+  return clip | (_native.CLIP_NORM if settings.clipnorm is not None else 0)
+
+
+def _gradient_blocks(gradients, clip, leaves, native, state, params):
+  """`sgd`'s gradient blocks on `leaves`: on all of them, or (with `clip`
+  not None) on those the kernel does not clip itself, the sparse ones and
+  the dense ones left to XLA. Returns the leaves and the blocks' state."""
+  rest = [
+    i
+    for i, x in enumerate(leaves)
+    if clip is None or not native[i] or _sparse.is_indexed_slices(x)
+  ]
+  if not rest:
+    return leaves, state
+  pick = lambda xs: None if xs is None else [xs[i] for i in rest]  # noqa: E731
+  done, state = gradients.update(pick(leaves), state, pick(params))
+  out = list(leaves)
+  for i, x in zip(rest, done):
+    out[i] = x
+  return out, state
+
+
 def update(
-  settings: Settings, updates: Any, scale_state: Any, trace_state: Any, params: Any
-) -> tuple[Any, Any, Any] | None:
-  """The two blocks' `(updates, scale_state, trace_state)`, or None.
+  settings: Settings,
+  gradients: optax.GradientTransformation,
+  updates: Any,
+  gradient_state: Any,
+  scale_state: Any,
+  trace_state: Any,
+  params: Any,
+) -> tuple[Any, Any, Any, Any] | None:
+  """`sgd`'s update from the gradients as given, through its `gradients`
+  blocks: `(updates, gradient_state, scale_state, trace_state)`, or None.
 
   Only with a velocity: without one, the scaled gradient is the update, and
   XLA fuses it into the caller's `apply_updates`.
@@ -71,24 +144,38 @@ def update(
     return None
   mode = _native.NESTEROV_UPDATE if settings.nesterov else _native.VELOCITY
   grads, treedef = jax.tree.flatten(updates, is_leaf=_sparse.is_indexed_slices)
-  if not _worth_it(settings, mode, grads):
-    return None
-  if not _usable(updates, trace_state.velocity, params):
+  clip = _clip(settings, updates)
+  native = _native_leaves(clip is not None, mode, grads)
+  if not any(native) or not _usable(updates, trace_state.velocity, params):
     return None
   _learning_rate.check_inputs(updates, params)
   treedef = cast(Any, treedef)
+  values = None if params is None else treedef.flatten_up_to(params)
+  grads, gradient_state = _gradient_blocks(
+    gradients, clip, grads, native, gradient_state, values
+  )
   velocities = treedef.flatten_up_to(trace_state.velocity)
-  rates, momenta = _scalars(settings, scale_state.count, grads)
-  dense_native = _dense_native(settings, mode)
-  new_v, out = _step(mode, dense_native, rates, momenta, grads, velocities, None)
+  scalars = _scalars(settings, scale_state.count, grads)
+  new_v, out = _step(mode, native, clip or 0, scalars, grads, velocities, None)
   velocity = treedef.unflatten(new_v)
-  return (treedef.unflatten(out), *_states(scale_state.count, velocity))
+  return (
+    treedef.unflatten(out),
+    gradient_state,
+    *_states(scale_state.count, velocity),
+  )
 
 
 def apply(
-  settings: Settings, grads: Any, scale_state: Any, trace_state: Any, params: Any
-) -> tuple[Any, Any, Any] | None:
-  """`(new params, scale_state, trace_state)` in one pass, or None."""
+  settings: Settings,
+  gradients: optax.GradientTransformation,
+  grads: Any,
+  gradient_state: Any,
+  scale_state: Any,
+  trace_state: Any,
+  params: Any,
+) -> tuple[Any, Any, Any, Any] | None:
+  """`(new params, gradient_state, scale_state, trace_state)` in one pass
+  from the gradients as given, or None."""
   has_velocity = _momentum.has_velocity(settings.momentum)
   velocity = trace_state.velocity if has_velocity else None
   if has_velocity:
@@ -96,39 +183,56 @@ def apply(
   else:
     mode = _native.APPLY_NO_VELOCITY
   leaves, treedef = jax.tree.flatten(grads, is_leaf=_sparse.is_indexed_slices)
-  if not _worth_it(settings, mode, leaves):
-    return None
-  if not _usable(grads, velocity, params):
+  clip = _clip(settings, grads)
+  native = _native_leaves(clip is not None, mode, leaves)
+  if not any(native) or not _usable(grads, velocity, params):
     return None
   _learning_rate.check_inputs(grads, params)
   treedef = cast(Any, treedef)
   values = treedef.flatten_up_to(params)
-  rates, momenta = _scalars(settings, scale_state.count, leaves)
+  leaves, gradient_state = _gradient_blocks(
+    gradients, clip, leaves, native, gradient_state, values
+  )
+  scalars = _scalars(settings, scale_state.count, leaves)
   velocities = treedef.flatten_up_to(velocity) if has_velocity else None
-  dense_native = _dense_native(settings, mode)
-  new_v, new_p = _step(mode, dense_native, rates, momenta, leaves, velocities, values)
+  new_v, new_p = _step(mode, native, clip or 0, scalars, leaves, velocities, values)
   new_velocity = None if velocities is None else treedef.unflatten(new_v)
   scale, trace = _states(scale_state.count, new_velocity)
-  return treedef.unflatten(new_p), scale, trace if has_velocity else trace_state
+  return (
+    treedef.unflatten(new_p),
+    gradient_state,
+    scale,
+    trace if has_velocity else trace_state,
+  )
 
 
-def _dense_native(settings: Settings, mode: int) -> bool:
-  """Whether the dense leaves take the kernel (see the module's docstring)."""
-  return settings.direct and mode != _native.NESTEROV_UPDATE
+def _native_leaves(direct: bool, mode: int, leaves: list[Any]) -> list[bool]:
+  """Per leaf, whether it takes a kernel: every sparse one, and the dense
+  ones by the rule of the module's docstring (`direct`: no gradient block
+  runs before the kernel)."""
+  large = direct and mode != _native.NESTEROV_UPDATE
+  budget = SMALL_TOTAL
+  native = []
+  for x in leaves:
+    if _sparse.is_indexed_slices(x):
+      native.append(True)
+    elif large:
+      native.append(True)
+    else:
+      size = jnp.size(x)
+      small = size <= min(SMALL_LEAF, budget)
+      budget -= size if small else 0
+      native.append(small)
+  return native
 
 
-def _worth_it(settings: Settings, mode: int, leaves: list[Any]) -> bool:
-  """Whether any leaf takes a kernel: the dense ones, or a sparse one."""
-  return _dense_native(settings, mode) or any(map(_sparse.is_indexed_slices, leaves))
-
-
-def _xla_step(mode, reference, rates, momenta, grads, velocities, params):
+def _xla_step(mode, clip, reference, scalars, grads, velocities, params):
   """`_native.step`'s results from `reference`, leaf by leaf."""
   results = [
     reference(
       mode,
-      rates[g.dtype],
-      momenta[g.dtype],
+      clip,
+      scalars[g.dtype],
       [g],
       None if velocities is None else [velocities[i]],
       None if params is None else [params[i]],
@@ -142,26 +246,32 @@ def _xla_step(mode, reference, rates, momenta, grads, velocities, params):
   )
 
 
-def _step(mode, dense_native, rates, momenta, grads, velocities, params):
-  """`_native.step` (or, if not `dense_native`, the same in XLA) over the
-  dense leaves, `_native.sparse_step` over each `IndexedSlices` leaf;
-  returns the new velocities and outputs, per leaf."""
+def _step(mode, native, clip, scalars, grads, velocities, params):
+  """`_native.step` over the dense leaves marked `native`, clipping them by
+  `clip`; the same in XLA over the other dense leaves (clipped already);
+  `_native.sparse_step` over each `IndexedSlices` leaf. Returns the new
+  velocities and outputs, per leaf."""
   n = len(grads)
   new_v: list[Any] = [None] * n
   out: list[Any] = [None] * n
   pick = lambda xs, idx: None if xs is None else [xs[i] for i in idx]  # noqa: E731
   dense = [i for i, g in enumerate(grads) if not _sparse.is_indexed_slices(g)]
-  if dense:
-    vs, os_ = (_native.step if dense_native else _xla_step)(
+  for run, clips, idx in (
+    (_native.step, clip, [i for i in dense if native[i]]),
+    (_xla_step, 0, [i for i in dense if not native[i]]),
+  ):
+    if not idx:
+      continue
+    vs, os_ = run(
       mode,
+      clips,
       reference,
-      rates,
-      momenta,
-      [grads[i] for i in dense],
-      pick(velocities, dense),
-      pick(params, dense),
+      scalars,
+      [grads[i] for i in idx],
+      pick(velocities, idx),
+      pick(params, idx),
     )
-    for j, i in enumerate(dense):
+    for j, i in enumerate(idx):
       new_v[i] = None if vs is None else vs[j]
       out[i] = new_v[i] if os_ is None else os_[j]  # VELOCITY: v is the update
   for i, g in enumerate(grads):
@@ -169,11 +279,12 @@ def _step(mode, dense_native, rates, momenta, grads, velocities, params):
       continue
     if mode != _native.APPLY_NO_VELOCITY:
       g = _sparse.sum_duplicates(g)  # done already by `sgd`'s gradient blocks
+    lr, m = scalars[g.dtype][:2]
     new_v[i], rows = _native.sparse_step(
       mode,
       sparse_reference,
-      rates[g.dtype],
-      momenta[g.dtype],
+      lr,
+      m,
       g.values,
       g.indices.astype(jnp.int32),
       None if velocities is None else velocities[i],
@@ -187,8 +298,13 @@ def _is_nesterov(mode: int) -> bool:
   return mode in (_native.NESTEROV_UPDATE, _native.APPLY_NESTEROV)
 
 
-def reference(mode, lr, m, grads, velocities, params):
+def reference(mode, clip, scalars, grads, velocities, params):
   """`_native.step`'s arithmetic in XLA."""
+  lr, m, clipvalue, clipnorm = scalars
+  if clip & _native.CLIP_VALUE:
+    grads = [_clipping.tensor_clip_by_value(g, clipvalue) for g in grads]
+  if clip & _native.CLIP_NORM:
+    grads = [_clipping.tensor_clip_by_norm(g, clipnorm) for g in grads]
   us = [_learning_rate.scaled(lr, g) for g in grads]
   if mode == _native.APPLY_NO_VELOCITY:
     return None, tuple(jnp.add(p, u) for p, u in zip(params, us))

@@ -112,13 +112,14 @@ NATIVE_DTYPES = ("float32", "float64")
 
 
 class KernelPath:
-  """Runs the step on one path: "native" (the kernel of `_native`, which must
-  then run: `calls` counts its calls) or "xla" (the kernel turned off)."""
+  """Runs the step on one path: "native" (the kernels of `_native`, which
+  must then run: `calls` counts their calls, `sizes` the sizes of the dense
+  leaves `_native.step` took) or "xla" (the kernels turned off)."""
 
   def __init__(self, name: str, monkeypatch):
     from optax_keras_sgd import _native
 
-    self.name, self.calls = name, 0
+    self.name, self.calls, self.sizes = name, 0, set()
     if name == "xla":
       monkeypatch.setattr(_native, "usable", lambda *trees: False)
       return
@@ -131,20 +132,30 @@ class KernelPath:
     for kernel in _KERNELS:
       monkeypatch.setattr(_native, kernel, self._counted(getattr(_native, kernel)))
 
-  def check(self, config: dict, facade: bool) -> None:
-    """The kernel ran on the native path exactly where it should for dense
-    float32/float64 leaves: with no clipping before it, and in `sgd` only
-    for a velocity without Nesterov (the facade: every step)."""
-    clipped = any(
-      config.get(k) is not None for k in ("clipvalue", "clipnorm", "global_clipnorm")
-    )
-    functional = bool(config.get("momentum")) and not config.get("nesterov")
-    expected = self.name == "native" and not clipped and (facade or functional)
-    assert (self.calls > 0) == expected, (self.name, self.calls, config, facade)
+  def check(self, config: dict, facade: bool, shapes) -> None:
+    """`_native.step` took exactly the dense leaves (of `shapes`) it should:
+    in the facade every leaf and in `sgd` every leaf with a velocity, but a
+    leaf of more than `_fused.SMALL_LEAF` elements only with no global clip
+    before it (the kernel applies `clipvalue` and `clipnorm` itself) and,
+    in `sgd`, no Nesterov update to write out."""
+    from optax_keras_sgd import _fused
+
+    clipped = config.get("global_clipnorm") is not None
+    velocity = bool(config.get("momentum"))
+    large = not clipped and (facade or (velocity and not config.get("nesterov")))
+    expected = {
+      n
+      for n in (int(np.prod(s)) for s in shapes)
+      if self.name == "native" and (facade or velocity)
+      and (large or n <= _fused.SMALL_LEAF)
+    }
+    assert self.sizes == expected, (self.name, self.sizes, config, facade)
 
   def _counted(self, real):
     def counted(*args, **kwargs):
       self.calls += 1
+      if real.__name__ == "step":  # step(mode, reference, rates, momenta, grads, ...)
+        self.sizes.update(int(np.size(g)) for g in args[4])
       return real(*args, **kwargs)
 
     return counted

@@ -26,7 +26,7 @@ import pytest
 from helpers import KernelPath, assert_trajectories, enable_x64, run_sgd
 
 import optax_keras_sgd as oks
-from optax_keras_sgd import _alias, _native, _sparse
+from optax_keras_sgd import _alias, _fused, _native, _sparse
 
 CONFIGS = {
   "momentum": dict(learning_rate=0.05, momentum=0.9),
@@ -78,13 +78,36 @@ def _trajectory(way, params, grads, **config):
 @pytest.mark.parametrize("way", ["jit", "eager", "facade"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
 def test_large_and_odd_leaves_match_the_rule(name, way, native):
-  """Where the kernel runs (the facade; `sgd` with momentum alone) and where
-  it gives way to XLA (Nesterov's update in `sgd`, clipping): the rule's
-  numbers either way."""
+  """Where the kernel takes the large leaf (the facade; `sgd` with momentum
+  alone) and where it leaves it to XLA (Nesterov's update in `sgd`,
+  clipping), and the small leaves, which it takes wherever it runs: the
+  rule's numbers either way."""
   params, grads = _problem(0, SHAPES, 3)
   ours = _trajectory(way, params, grads, **CONFIGS[name])
   assert_trajectories(ours, numpy_rule.run(params, grads, **CONFIGS[name]))
-  native.check(CONFIGS[name], facade=way == "facade")
+  native.check(CONFIGS[name], facade=way == "facade", shapes=SHAPES)
+
+
+@pytest.mark.parametrize("way", ["jit", "facade"])
+@pytest.mark.parametrize(
+  "config",
+  [CONFIGS["nesterov"], dict(learning_rate=0.1, momentum=0.9, global_clipnorm=2.0)],
+  ids=["nesterov", "global_clipnorm"],
+)
+def test_small_leaves_take_the_kernel_up_to_a_total(config, way, native, monkeypatch):
+  """Where a large leaf would be XLA's, small ones take the kernel, in tree
+  order, while their total stays within `SMALL_TOTAL` elements; a leaf that
+  would pass it, and every leaf over `SMALL_LEAF`, is XLA's."""
+  monkeypatch.setattr(_fused, "SMALL_TOTAL", 20)
+  shapes = [(7,), (9,), (6,), (3,), (_fused.SMALL_LEAF + 1,)]
+  params, grads = _problem(4, shapes, 3)
+  ours = _trajectory(way, params, grads, **config)
+  exact = "global_clipnorm" not in config
+  assert_trajectories(ours, numpy_rule.run(params, grads, **config), exact=exact)
+  if way == "facade" and exact:  # Nesterov in place: every leaf
+    assert native.sizes == {7, 9, 6, 3, _fused.SMALL_LEAF + 1}
+  else:
+    assert native.sizes == {7, 9, 3}  # 6 would make 22
 
 
 def test_float32_and_float64_leaves_in_one_tree(native):
@@ -280,7 +303,7 @@ def test_no_full_size_temporary_beyond_xla(config, facade, native, monkeypatch):
     return lowered.compile().memory_analysis().temp_size_in_bytes
 
   ours = temporaries()
-  native.check(dict(momentum=0.9, **config), facade=facade)
+  native.check(dict(momentum=0.9, **config), facade=facade, shapes=[(n,)])
   monkeypatch.setattr(_native, "usable", lambda *trees: False)
   assert ours <= max(temporaries(), 1024), ours
 

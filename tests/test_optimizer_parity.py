@@ -18,14 +18,16 @@ tf = reference.tf
 keras_sgd = reference.tf_keras.optimizers.legacy.SGD
 
 
+SEQ_SHAPES = [(4,), (2, 3), ()]
+
+
 def _seq(seed=0):
   """Gradients for 3 variables over 8 steps, some None, one variable late."""
   rng = np.random.default_rng(seed)
-  shapes = [(4,), (2, 3), ()]
-  params = [rng.normal(size=s).astype(np.float32) for s in shapes]
+  params = [rng.normal(size=s).astype(np.float32) for s in SEQ_SHAPES]
   steps = []
   for t in range(8):
-    grads = [rng.normal(size=s).astype(np.float32) for s in shapes]
+    grads = [rng.normal(size=s).astype(np.float32) for s in SEQ_SHAPES]
     if t < 3:
       grads[2] = None  # appears late: its slot is created at step 3
     if t == 5:
@@ -72,7 +74,7 @@ def test_trajectories_weights_slots_and_config(config, path, monkeypatch):
   kernel = KernelPath(path, monkeypatch)
   params, steps = _seq()
   tf_opt, our_opt, _, _ = _run_both(config, params, steps)
-  kernel.check(config, facade=True)
+  kernel.check(config, facade=True, shapes=SEQ_SHAPES)
   tf_w, our_w = tf_opt.get_weights(), our_opt.get_weights()
   assert len(tf_w) == len(our_w)
   for a, b in zip(tf_w, our_w):

@@ -92,7 +92,7 @@ def test_elementwise_options_are_bitwise_equal(name, dtype, path, mode, monkeypa
   kernel = KernelPath(path, monkeypatch)
   ours, ref = _both(ELEMENTWISE[name], dtype, name, mode)
   assert_trajectories(ours, ref, dtype, exact=True)
-  kernel.check(ELEMENTWISE[name], facade=False)
+  kernel.check(ELEMENTWISE[name], facade=False, shapes=SHAPES)
 
 
 @pytest.mark.parametrize("mode", ["jit", "eager"])
@@ -102,7 +102,7 @@ def test_norm_clipping_agrees_to_rounding(name, dtype, path, mode, monkeypatch):
   kernel = KernelPath(path, monkeypatch)
   ours, ref = _both(NORM[name], dtype, name, mode)
   assert_trajectories(ours, ref, dtype, exact=False)
-  kernel.check(NORM[name], facade=False)
+  kernel.check(NORM[name], facade=False, shapes=SHAPES)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

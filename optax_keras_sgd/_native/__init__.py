@@ -59,6 +59,8 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Modes of the kernel (keras_sgd.cc).
 VELOCITY, NESTEROV_UPDATE, APPLY, APPLY_NESTEROV, APPLY_NO_VELOCITY = range(5)
+# What it does to the gradients first: bits of its `clip` attribute.
+CLIP_VALUE, CLIP_NORM = 1, 2
 
 # Leaves per kernel call. XLA's compile time grows faster than the square of
 # one instruction's operand count: a momentum step over 2,000 leaves in one
@@ -167,9 +169,9 @@ def usable(*trees: Any) -> bool:
 
 def step(
   mode: int,
+  clip: int,
   reference: Reference,
-  rates: dict[Any, jax.Array],
-  momenta: dict[Any, jax.Array],
+  scalars: dict[Any, tuple[jax.Array, ...]],
   grads: list[jax.Array],
   velocities: list[jax.Array] | None,
   params: list[jax.Array] | None,
@@ -177,9 +179,10 @@ def step(
   """The kernel over lists of leaves, one call per dtype and up to
   `LEAVES_PER_CALL` leaves: returns the new velocities (None in
   `APPLY_NO_VELOCITY`) and the new parameters or the Nesterov update (None in
-  `VELOCITY`). `rates` and `momenta` hold each dtype's scalar;
-  `reference(mode, lr, m, grads, velocities, params)` is the same arithmetic
-  in XLA, for differentiation."""
+  `VELOCITY`). `scalars` holds each dtype's `(lr, m, clipvalue, clipnorm)`;
+  `clip` (bits `CLIP_VALUE`, `CLIP_NORM`) says which clips apply to each
+  gradient first. `reference(mode, clip, scalars, grads, velocities,
+  params)` is the same arithmetic in XLA, for differentiation."""
   new_v: list[Any] = [None] * len(grads)
   out: list[Any] = [None] * len(grads)
   groups = []
@@ -190,13 +193,7 @@ def step(
   for dtype, idx in groups:
     pick = lambda xs, idx=idx: None if xs is None else tuple(xs[i] for i in idx)  # noqa: E731
     vs, os_ = _call(
-      mode,
-      reference,
-      rates[dtype],
-      momenta[dtype],
-      pick(grads),
-      pick(velocities),
-      pick(params),
+      mode, clip, reference, scalars[dtype], pick(grads), pick(velocities), pick(params)
     )
     for j, i in enumerate(idx):
       if vs is not None:
@@ -209,8 +206,8 @@ def step(
   )
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
-def _call(mode, reference, lr, m, grads, velocities, params):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _call(mode, clip, reference, scalars, grads, velocities, params):
   """One kernel call over leaves of one dtype. Under `vmap` the scalars get
   a batch dimension like every argument (`broadcast_all`), and the kernel
   splits each leaf into one block per batch element; differentiation goes
@@ -218,23 +215,23 @@ def _call(mode, reference, lr, m, grads, velocities, params):
   del reference
   velocities = velocities or ()
   params = params or ()
-  args = (lr, m, *grads, *velocities, *params)
-  n = len(grads)
+  args = (*scalars, *grads, *velocities, *params)
+  first, n = len(scalars), len(grads)
   results: list[Any] = []
   aliases = {}
   if mode != APPLY_NO_VELOCITY:
-    aliases.update({2 + n + i: i for i in range(n)})
+    aliases.update({first + n + i: i for i in range(n)})
     results += [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in velocities]
   if mode in (APPLY, APPLY_NESTEROV, APPLY_NO_VELOCITY):
-    first = 2 + n + len(velocities)
-    aliases.update({first + i: len(results) + i for i in range(n)})
+    start = first + n + len(velocities)
+    aliases.update({start + i: len(results) + i for i in range(n)})
     results += [jax.ShapeDtypeStruct(p.shape, p.dtype) for p in params]
   elif mode == NESTEROV_UPDATE:
     results += [jax.ShapeDtypeStruct(g.shape, g.dtype) for g in grads]
   call = jax.ffi.ffi_call(
     _STEP, results, input_output_aliases=aliases, vmap_method="broadcast_all"
   )
-  outs = call(*args, mode=np.int64(mode))
+  outs = call(*args, mode=np.int64(mode), clip=np.int64(clip))
   if mode == APPLY_NO_VELOCITY:
     return None, tuple(outs)
   vs = tuple(outs[:n])
@@ -242,8 +239,8 @@ def _call(mode, reference, lr, m, grads, velocities, params):
 
 
 @_call.defjvp
-def _call_jvp(mode, reference, primals, tangents):
-  return jax.jvp(functools.partial(reference, mode), primals, tangents)
+def _call_jvp(mode, clip, reference, primals, tangents):
+  return jax.jvp(functools.partial(reference, mode, clip), primals, tangents)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 3))

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <thread>
@@ -44,32 +45,88 @@ enum Mode : int64_t {
   kApplyNoVelocity = 4,    // w only
 };
 
+// What the kernel does to a gradient before the step (the `clip` attribute's
+// bits), as Keras 2 does: `clipvalue`, then `clipnorm` on each tensor.
+enum Clip : int64_t {
+  kClipValue = 1,  // g = max(min(g, cv), -cv), NaN kept
+  kClipNorm = 2,   // g = (g * cn) / max(||g||, cn), TensorFlow's clip_by_norm
+};
+
 struct Block {
   const void* g;
   void* v;
   void* out;  // the parameters, or the Nesterov update
   int64_t lo, hi;
-  int64_t scalar;  // index into lr and m
+  int64_t scalar;   // index into lr, m, cv and cn
+  int64_t segment;  // the tensor (leaf and block of k) whose norm clips it
 };
 
+// XLA's min and max: the first operand when it is NaN or they compare equal.
 template <typename T>
-void Run(const Block& b, const T* lrs, const T* ms, int64_t mode) {
+inline T Min(T a, T b) { return (a != a || a <= b) ? a : b; }
+template <typename T>
+inline T Max(T a, T b) { return (a != a || a >= b) ? a : b; }
+
+template <typename T, int64_t kClip>
+inline T ClipValue(T x, T cv) {
+  return (kClip & kClipValue) ? Max(Min(x, cv), -cv) : x;
+}
+
+// The gradient as the step sees it: clipped by value, then scaled by
+// `cn / denominator` as TensorFlow does, a product then a quotient.
+template <typename T, int64_t kClip>
+inline T Clipped(T x, T cv, T cn, T denominator) {
+  x = ClipValue<T, kClip>(x, cv);
+  return (kClip & kClipNorm) ? (x * cn) / denominator : x;
+}
+
+// The sum of the squares of a block's (value-clipped) gradient, in an order
+// fixed by the data alone: element i of the block goes to running sum i % 16,
+// and the 16 sums are then added pairwise (8 apart, 4, 2, 1). Each square is
+// rounded before it is added, as in TensorFlow's `reduce_sum(g * g)`.
+template <typename T, int64_t kClip>
+T SumOfSquares(const Block& b, const T* cvs) {
+  constexpr int64_t kLanes = 16;
+  const T* __restrict__ g = static_cast<const T*>(b.g);
+  const T cv = cvs[b.scalar];
+  T acc[kLanes] = {};
+  int64_t i = b.lo;
+  for (; i + kLanes <= b.hi; i += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) {
+      const T x = ClipValue<T, kClip>(g[i + l], cv);
+      acc[l] += x * x;
+    }
+  for (int64_t l = 0; i < b.hi; ++i, ++l) {
+    const T x = ClipValue<T, kClip>(g[i], cv);
+    acc[l] += x * x;
+  }
+  for (int64_t w = kLanes / 2; w >= 1; w /= 2)
+    for (int64_t l = 0; l < w; ++l) acc[l] += acc[l + w];
+  return acc[0];
+}
+
+template <typename T, int64_t kClip>
+void Run(const Block& b, const T* lrs, const T* ms, const T* cvs, const T* cns,
+         const T* denominators, int64_t mode) {
   const T* __restrict__ g = static_cast<const T*>(b.g);
   T* __restrict__ v = static_cast<T*>(b.v);
   T* __restrict__ w = static_cast<T*>(b.out);
   const T lr = lrs[b.scalar];
   const T m = ms[b.scalar];
+  const T cv = cvs[b.scalar];
+  const T cn = cns[b.scalar];
+  const T d = (kClip & kClipNorm) ? denominators[b.segment] : T(1);
   const int64_t lo = b.lo, hi = b.hi;
   switch (mode) {
     case kVelocity:
       for (int64_t i = lo; i < hi; ++i) {
-        T u = -(lr * g[i]);
+        T u = -(lr * Clipped<T, kClip>(g[i], cv, cn, d));
         v[i] = m * v[i] + u;
       }
       break;
     case kNesterovUpdate:
       for (int64_t i = lo; i < hi; ++i) {
-        T u = -(lr * g[i]);
+        T u = -(lr * Clipped<T, kClip>(g[i], cv, cn, d));
         T nv = m * v[i] + u;
         v[i] = nv;
         w[i] = m * nv + u;
@@ -77,7 +134,7 @@ void Run(const Block& b, const T* lrs, const T* ms, int64_t mode) {
       break;
     case kApply:
       for (int64_t i = lo; i < hi; ++i) {
-        T u = -(lr * g[i]);
+        T u = -(lr * Clipped<T, kClip>(g[i], cv, cn, d));
         T nv = m * v[i] + u;
         v[i] = nv;
         w[i] = w[i] + nv;
@@ -85,14 +142,15 @@ void Run(const Block& b, const T* lrs, const T* ms, int64_t mode) {
       break;
     case kApplyNesterov:
       for (int64_t i = lo; i < hi; ++i) {
-        T u = -(lr * g[i]);
+        T u = -(lr * Clipped<T, kClip>(g[i], cv, cn, d));
         T nv = m * v[i] + u;
         v[i] = nv;
         w[i] = w[i] + (m * nv + u);
       }
       break;
     case kApplyNoVelocity:
-      for (int64_t i = lo; i < hi; ++i) w[i] = w[i] + (-(lr * g[i]));
+      for (int64_t i = lo; i < hi; ++i)
+        w[i] = w[i] + (-(lr * Clipped<T, kClip>(g[i], cv, cn, d)));
       break;
   }
 }
@@ -132,30 +190,67 @@ ffi::Error Fail(const char* what) {
   return ffi::Error(ffi::ErrorCode::kInvalidArgument, what);
 }
 
+// The step over all blocks; with kClipNorm, first each tensor's norm (its
+// blocks' sums in parallel, then added in order) and TensorFlow's divisor.
+// Tensor t is leaf t / k, block t % k (under vmap, k > 1).
+template <typename T, int64_t kClip>
+void RunAll(ffi::ThreadPool& pool, const std::vector<Block>& blocks, int64_t tensors,
+            int64_t k, bool parallel, const T* lrs, const T* ms, const T* cvs,
+            const T* cns, int64_t mode) {
+  const int64_t count = static_cast<int64_t>(blocks.size());
+  std::vector<T> denominators;
+  if (kClip & kClipNorm) {
+    std::vector<T> partial(count);
+    ParallelFor(pool, count, parallel, [&](int64_t b) {
+      partial[b] = SumOfSquares<T, kClip>(blocks[b], cvs);
+    });
+    std::vector<T> l2sum(tensors, T(0));
+    for (int64_t b = 0; b < count; ++b) l2sum[blocks[b].segment] += partial[b];
+    denominators.resize(tensors);
+    for (int64_t t = 0; t < tensors; ++t) {  // tf.clip_by_norm
+      const T s = l2sum[t];
+      const T norm = s > T(0) ? std::sqrt(s) : s;
+      denominators[t] = Max(norm, cns[t % k]);
+    }
+  }
+  ParallelFor(pool, count, parallel, [&](int64_t b) {
+    Run<T, kClip>(blocks[b], lrs, ms, cvs, cns, denominators.data(), mode);
+  });
+}
+
 template <typename T>
 ffi::Error Step(ffi::ThreadPool pool, ffi::RemainingArgs args,
-                ffi::RemainingRets rets, int64_t mode) {
-  auto lr = args.get<ffi::AnyBuffer>(0);
-  auto m = args.get<ffi::AnyBuffer>(1);
-  if (!lr.has_value() || !m.has_value()) return Fail("missing lr or m");
-  const int64_t k = static_cast<int64_t>(lr->element_count());
-  if (k < 1 || static_cast<int64_t>(m->element_count()) != k)
-    return Fail("lr and m must have the same, positive, number of elements");
+                ffi::RemainingRets rets, int64_t mode, int64_t clip) {
+  constexpr int64_t kScalars = 4;  // lr, m, cv, cn
+  std::array<const T*, kScalars> scalars{};
+  int64_t k = 0;
+  for (int64_t a = 0; a < kScalars; ++a) {
+    auto x = args.get<ffi::AnyBuffer>(a);
+    if (!x.has_value()) return Fail("missing lr, m, cv or cn");
+    const int64_t n = static_cast<int64_t>(x->element_count());
+    if (a == 0) k = n;
+    if (n != k || k < 1)
+      return Fail("lr, m, cv and cn must have the same, positive, number of elements");
+    if (x->element_type() != args.get<ffi::AnyBuffer>(0)->element_type())
+      return Fail("mixed dtypes");
+    scalars[a] = static_cast<const T*>(x->untyped_data());
+  }
   const bool velocity = mode != kApplyNoVelocity;
   const bool params = mode >= kApply;
   const int64_t per_leaf = 1 + velocity + params;
-  const int64_t leaves = (static_cast<int64_t>(args.size()) - 2) / per_leaf;
+  const int64_t leaves = (static_cast<int64_t>(args.size()) - kScalars) / per_leaf;
   const int64_t outs = velocity + (mode != kVelocity);
-  if (2 + leaves * per_leaf != static_cast<int64_t>(args.size()) ||
+  if (kScalars + leaves * per_leaf != static_cast<int64_t>(args.size()) ||
       leaves * outs != static_cast<int64_t>(rets.size()))
     return Fail("unexpected number of arguments or results");
 
   std::vector<Block> blocks;
   int64_t total = 0;
   for (int64_t i = 0; i < leaves; ++i) {
-    auto g = args.get<ffi::AnyBuffer>(2 + i);
+    auto g = args.get<ffi::AnyBuffer>(kScalars + i);
     if (!g.has_value()) return Fail("bad gradient");
-    if (g->element_type() != lr->element_type()) return Fail("mixed dtypes");
+    if (g->element_type() != args.get<ffi::AnyBuffer>(0)->element_type())
+      return Fail("mixed dtypes");
     const int64_t n = static_cast<int64_t>(g->element_count());
     if (n % k != 0) return Fail("a leaf does not split into k blocks");
     void* v = nullptr;
@@ -173,32 +268,44 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::RemainingArgs args,
     const int64_t per = n / k;
     for (int64_t j = 0; j < k; ++j)
       for (int64_t lo = j * per; lo < (j + 1) * per; lo += kBlock)
-        blocks.push_back(
-            {g->untyped_data(), v, out, lo, std::min((j + 1) * per, lo + kBlock), j});
+        blocks.push_back({g->untyped_data(), v, out, lo,
+                          std::min((j + 1) * per, lo + kBlock), j, i * k + j});
     total += n;
   }
-  const T* lrs = static_cast<const T*>(lr->untyped_data());
-  const T* ms = static_cast<const T*>(m->untyped_data());
-  ParallelFor(pool, static_cast<int64_t>(blocks.size()), total >= kParallel,
-              [&](int64_t b) { Run<T>(blocks[b], lrs, ms, mode); });
+  const bool parallel = total >= kParallel;
+  const auto [lrs, ms, cvs, cns] = scalars;
+  switch (clip) {
+    case 0:
+      RunAll<T, 0>(pool, blocks, leaves * k, k, parallel, lrs, ms, cvs, cns, mode);
+      break;
+    case kClipValue:
+      RunAll<T, kClipValue>(pool, blocks, leaves * k, k, parallel, lrs, ms, cvs, cns, mode);
+      break;
+    case kClipNorm:
+      RunAll<T, kClipNorm>(pool, blocks, leaves * k, k, parallel, lrs, ms, cvs, cns, mode);
+      break;
+    default:
+      RunAll<T, kClipValue | kClipNorm>(pool, blocks, leaves * k, k, parallel, lrs, ms,
+                                        cvs, cns, mode);
+  }
   return ffi::Error::Success();
 }
 
 ffi::Error Dispatch(ffi::ThreadPool pool, ffi::RemainingArgs args,
-                    ffi::RemainingRets rets, int64_t mode) {
+                    ffi::RemainingRets rets, int64_t mode, int64_t clip) {
   if (mode < kVelocity || mode > kApplyNoVelocity) return Fail("unknown mode");
+  if (clip < 0 || clip > (kClipValue | kClipNorm)) return Fail("unknown clip");
   auto lr = args.get<ffi::AnyBuffer>(0);
   if (!lr.has_value()) return Fail("no arguments");
   switch (lr->element_type()) {
     case ffi::DataType::F32:
-      return Step<float>(pool, args, rets, mode);
+      return Step<float>(pool, args, rets, mode, clip);
     case ffi::DataType::F64:
-      return Step<double>(pool, args, rets, mode);
+      return Step<double>(pool, args, rets, mode, clip);
     default:
       return Fail("only float32 and float64 are supported");
   }
 }
-
 
 // ---------------------------------------------------------------------------
 // Row-sparse gradients.
@@ -485,7 +592,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdStep, Dispatch,
                                   .Ctx<ffi::ThreadPool>()
                                   .RemainingArgs()
                                   .RemainingRets()
-                                  .Attr<int64_t>("mode"));
+                                  .Attr<int64_t>("mode")
+                                  .Attr<int64_t>("clip"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdSumDuplicates, SumDuplicates,
                               ffi::Ffi::Bind()
