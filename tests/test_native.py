@@ -88,6 +88,23 @@ def test_large_and_odd_leaves_match_the_rule(name, way, native):
   native.check(CONFIGS[name], facade=way == "facade", shapes=SHAPES)
 
 
+@pytest.mark.parametrize("way", ["jit", "eager", "facade"])
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_norm_clip_in_the_kernel_matches_the_rule(nesterov, way, native):
+  """`clipvalue` then `clipnorm` inside the kernel, on a tensor of several
+  blocks (its norm summed over the kernel's threads), odd sizes, a scalar,
+  an empty tensor and one under the threshold; within the rule's rounding
+  (the sums are added in another order)."""
+  config = dict(learning_rate=0.1, momentum=0.9, nesterov=nesterov)
+  config.update(clipvalue=2.0, clipnorm=40.0)
+  params, grads = _problem(6, SHAPES, 3)
+  for step in grads:
+    step[1] = step[1] * 1e-3  # within the threshold: kept as it is
+  ours = _trajectory(way, params, grads, **config)
+  assert_trajectories(ours, numpy_rule.run(params, grads, **config), exact=False)
+  native.check(config, facade=way == "facade", shapes=SHAPES)
+
+
 @pytest.mark.parametrize("way", ["jit", "facade"])
 @pytest.mark.parametrize(
   "config",
@@ -282,8 +299,9 @@ def test_the_functional_step_launches_one_kernel_and_the_adds(native):
 )
 def test_no_full_size_temporary_beyond_xla(config, facade, native, monkeypatch):
   """Where the kernel would need a gradient or an update written out for it
-  (after clipping; `sgd`'s Nesterov update), the step is XLA's, fused; where
-  it runs (the facade's Nesterov), it writes in place. Either way the
+  (after `global_clipnorm`; `sgd`'s Nesterov update), the step is XLA's,
+  fused; where it runs (the facade's Nesterov; `clipvalue` and `clipnorm`,
+  which it applies itself), it writes in place. Either way the
   compiled program's temporaries are no larger than XLA's own step's: a
   full-size one is a fresh allocation each step, whose page faults made
   such steps 3x slower."""

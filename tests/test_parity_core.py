@@ -241,17 +241,30 @@ def test_half_precision_numbers_from_spec():
     np.testing.assert_allclose(float(ours[0][0]), expected, rtol=1e-3)
 
 
+@pytest.mark.parametrize("path", ["native", "xla"])
 @pytest.mark.parametrize(
   "config",
-  [dict(clipnorm=1.0), dict(global_clipnorm=1.0), dict(clipvalue=1.0), {}],
-  ids=["clipnorm", "global_clipnorm", "clipvalue", "none"],
+  [
+    dict(clipnorm=1.0),
+    dict(clipnorm=0.0, clipvalue=0.5),
+    dict(global_clipnorm=1.0),
+    dict(clipvalue=1.0),
+    {},
+  ],
+  ids=["clipnorm", "clipnorm_zero_clipvalue", "global_clipnorm", "clipvalue", "none"],
 )
-def test_non_finite_gradients_propagate_like_reference(config):
+def test_non_finite_and_zero_gradients_propagate_like_reference(
+  config, path, monkeypatch
+):
+  """Infinities, NaNs, a zero gradient and a zero threshold, each giving
+  TensorFlow's zeros and NaNs, in the kernel (which clips itself) and in
+  XLA's step."""
+  KernelPath(path, monkeypatch)
   grads = [
-    [np.array([1.0, np.inf, 2.0]), np.array([np.nan, 1.0])],
-    [np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.0])],
+    [np.array([1.0, np.inf, 2.0]), np.array([np.nan, 1.0]), np.zeros(4)],
+    [np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.0]), np.array([0.0, 3.0, 0, 4])],
   ]
-  params = [np.zeros(3), np.zeros(2)]
+  params = [np.zeros(3), np.zeros(2), np.ones(4)]
   with np.errstate(invalid="ignore"):
     ref, _ = reference.run(params, grads, learning_rate=0.1, momentum=0.9, **config)
     ours = run_sgd(params, grads, learning_rate=0.1, momentum=0.9, **config)

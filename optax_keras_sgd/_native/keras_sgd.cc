@@ -5,12 +5,20 @@
 //
 //   u = -(lr * g);  v = m * v + u;  w += v        (Nesterov: w += m * v + u)
 //
-// Arguments: lr[k], m[k], then the gradients, then the velocities (modes that
-// keep one), then the parameters (modes that write them), one tensor each per
-// leaf. Results: the velocities, then the parameters or the Nesterov update.
-// Velocities and parameters are updated in place: Python aliases each of those
-// results to its argument. With k > 1 (under `vmap`), each leaf is k equal
-// blocks, block j using lr[j] and m[j].
+// after Keras's per-tensor clips, if the `clip` attribute asks for them:
+// `clipvalue` (g = max(min(g, cv), -cv)), then `clipnorm`, TensorFlow's
+// `clip_by_norm`: g = (g * cn) / max(||g||, cn), a product then a quotient.
+// The norm is a first pass over the gradient; its sum of squares is added in
+// an order fixed by the data alone (SumOfSquares), so it is the same on any
+// machine and thread count, but not TensorFlow's or XLA's order.
+//
+// Arguments: lr[k], m[k], cv[k], cn[k], then the gradients, then the
+// velocities (modes that keep one), then the parameters (modes that write
+// them), one tensor each per leaf. Results: the velocities, then the
+// parameters or the Nesterov update. Velocities and parameters are updated in
+// place: Python aliases each of those results to its argument. With k > 1
+// (under `vmap`), each leaf is k equal tensors, tensor j using the scalars'
+// element j.
 //
 // Row-sparse gradients (`IndexedSlices`) have three handlers of their own,
 // each a sequential pass over the slices in their order, as TensorFlow's:
