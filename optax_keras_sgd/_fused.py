@@ -106,23 +106,26 @@ def _clip(settings: Settings, updates: Any) -> int | None:
   return clip | (_native.CLIP_NORM if settings.clipnorm is not None else 0)
 
 
-def _gradient_blocks(gradients, clip, leaves, native, state, params):
-  """`sgd`'s gradient blocks on `leaves`: on all of them, or (with `clip`
-  not None) on those the kernel does not clip itself, the sparse ones and
-  the dense ones left to XLA. Returns the leaves and the blocks' state."""
+def _gradient_blocks(gradients, clip, updates, native, state, params):
+  """`sgd`'s gradient blocks on the gradients `updates`: on the whole tree,
+  or (with `clip` not None) on the leaves the kernel does not clip itself,
+  the sparse ones and the dense ones left to XLA. Returns the leaves and the
+  blocks' state."""
+  leaves = jax.tree.leaves(updates, is_leaf=_sparse.is_indexed_slices)
+  if clip is None:  # on the tree, where a `FlatParams` is still one
+    updates, state = gradients.update(updates, state, params)
+    return jax.tree.leaves(updates, is_leaf=_sparse.is_indexed_slices), state
   rest = [
-    i
-    for i, x in enumerate(leaves)
-    if clip is None or not native[i] or _sparse.is_indexed_slices(x)
+    i for i, x in enumerate(leaves) if not native[i] or _sparse.is_indexed_slices(x)
   ]
   if not rest:
     return leaves, state
+  values = None if params is None else jax.tree.leaves(params)
   pick = lambda xs: None if xs is None else [xs[i] for i in rest]  # noqa: E731
-  done, state = gradients.update(pick(leaves), state, pick(params))
-  out = list(leaves)
+  done, state = gradients.update(pick(leaves), state, pick(values))
   for i, x in zip(rest, done):
-    out[i] = x
-  return out, state
+    leaves[i] = x
+  return leaves, state
 
 
 def update(
@@ -150,9 +153,8 @@ def update(
     return None
   _learning_rate.check_inputs(updates, params)
   treedef = cast(Any, treedef)
-  values = None if params is None else treedef.flatten_up_to(params)
   grads, gradient_state = _gradient_blocks(
-    gradients, clip, grads, native, gradient_state, values
+    gradients, clip, updates, native, gradient_state, params
   )
   velocities = treedef.flatten_up_to(trace_state.velocity)
   scalars = _scalars(settings, scale_state.count, grads)
@@ -191,7 +193,7 @@ def apply(
   treedef = cast(Any, treedef)
   values = treedef.flatten_up_to(params)
   leaves, gradient_state = _gradient_blocks(
-    gradients, clip, leaves, native, gradient_state, values
+    gradients, clip, grads, native, gradient_state, params
   )
   scalars = _scalars(settings, scale_state.count, leaves)
   velocities = treedef.flatten_up_to(velocity) if has_velocity else None

@@ -151,18 +151,18 @@ def test_float32_and_float64_leaves_in_one_tree(native):
   assert native.calls > 0
 
 
-def _stepper(way, lr, nesterov):
+def _stepper(way, lr, nesterov, **clip):
   """`(init, step)`: `sgd`'s update and `apply_updates`, or the facade's
   one pass (`update_and_apply`); `step(params, grads, state)`."""
   if way == "functional":
-    tx = oks.sgd(lr, momentum=0.9, nesterov=nesterov)
+    tx = oks.sgd(lr, momentum=0.9, nesterov=nesterov, **clip)
 
     def step(params, grads, state):
       u, state = tx.update(grads, state, params)
       return optax.apply_updates(params, u), state
 
     return tx.init, step
-  parts = _alias.parts(lr, momentum=0.9, nesterov=nesterov)
+  parts = _alias.parts(lr, momentum=0.9, nesterov=nesterov, **clip)
   tx = _alias.transformation(parts)
   return tx.init, lambda p, g, s: _alias.update_and_apply(parts, g, s, p)
 
@@ -172,15 +172,17 @@ def _stepper(way, lr, nesterov):
 KERNEL_WAYS = [("functional", False), ("facade", True)]
 
 
+@pytest.mark.parametrize("clip", [{}, dict(clipnorm=1.5)], ids=["", "clipnorm"])
 @pytest.mark.parametrize("way, nesterov", KERNEL_WAYS)
-def test_vmap_over_models_and_learning_rates(way, nesterov, native):
+def test_vmap_over_models_and_learning_rates(way, nesterov, clip, native):
   """Under `vmap` every argument of the kernel, the scalars included, gets the
-  batch dimension, and each model takes its own learning rate."""
+  batch dimension, and each model takes its own learning rate (and its
+  tensors their own norms)."""
   rates = np.array([0.1, -0.05, 0.3], np.float32)
   batch = [_problem(seed, [(6,), (2, 5)], 3) for seed in range(3)]
 
   def run(lr, params, grads):
-    init, step = _stepper(way, lr, nesterov)
+    init, step = _stepper(way, lr, nesterov, **clip)
     state = init(params)
     out = []
     for g in grads:
@@ -199,9 +201,10 @@ def test_vmap_over_models_and_learning_rates(way, nesterov, native):
   ours = jax.jit(jax.vmap(run))(jnp.asarray(rates), params, grads)
   for j, (p0, gs) in enumerate(batch):
     rule = numpy_rule.run(
-      p0, gs, learning_rate=float(rates[j]), momentum=0.9, nesterov=nesterov
+      p0, gs, learning_rate=float(rates[j]), momentum=0.9, nesterov=nesterov, **clip
     )
-    assert_trajectories([[np.asarray(x[j]) for x in step] for step in ours], rule)
+    ours_j = [[np.asarray(x[j]) for x in step] for step in ours]
+    assert_trajectories(ours_j, rule, exact=not clip)
   assert native.calls > 0
 
 
@@ -218,6 +221,29 @@ def test_differentiating_through_the_update(way, nesterov, native):
   expected = -(m * lr) - lr if nesterov else -lr
   for fn in (jax.grad(total), jax.jit(jax.grad(total))):
     np.testing.assert_allclose(fn(jnp.ones(5)), np.full(5, expected), rtol=1e-6)
+  assert native.calls > 0
+
+
+@pytest.mark.parametrize("way, nesterov", KERNEL_WAYS)
+def test_differentiating_through_the_norm_clip(way, nesterov, native):
+  """With g clipped to c g / |g|, d(sum of new params)/dg_k is
+  k_lr * (c / |g|) * (1 - g_k * sum(g) / |g|^2), k_lr = -lr (Nesterov
+  -(m * lr) - lr), by hand; below the threshold the clip is the identity."""
+  lr, m, c = 0.1, 0.9, 2.0
+  init, step = _stepper(way, lr, nesterov, clipnorm=c)
+  w = jnp.arange(5.0)
+
+  def total(g):
+    return jnp.sum(step(w, g, init(w))[0])
+
+  k_lr = -(m * lr) - lr if nesterov else -lr
+  g = np.array([1.0, -2.0, 3.0, 0.5, 4.0])
+  n = np.sqrt(np.sum(g * g))
+  expected = k_lr * (c / n) * (1 - g * np.sum(g) / n**2)
+  for fn in (jax.grad(total), jax.jit(jax.grad(total))):
+    np.testing.assert_allclose(fn(jnp.asarray(g, jnp.float32)), expected, rtol=1e-5)
+    small = jnp.asarray(g / (2 * n), jnp.float32)  # norm 0.5: not clipped
+    np.testing.assert_allclose(fn(small), np.full(5, k_lr), rtol=1e-6)
   assert native.calls > 0
 
 
