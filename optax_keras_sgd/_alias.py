@@ -177,7 +177,9 @@ def update_and_apply(p: Parts, grads: Any, state: Any, params: Any):
   """`transformation(p)`'s update applied to `params`: returns the new
   parameters and state, in one native pass when the step allows it."""
   gradient_state, (scale, trace) = state[:-2], state[-2:]
-  fused = _fused.apply(p.settings, p.gradients, grads, gradient_state, scale, trace, params)
+  fused = _fused.apply(
+    p.settings, p.gradients, grads, gradient_state, scale, trace, params
+  )
   if fused is None:
     grads, gradient_state = p.gradients.update(grads, gradient_state, params)
     updates, scale, trace = _last_blocks(p, grads, scale, trace, params)

@@ -146,7 +146,8 @@ class KernelPath:
     expected = {
       n
       for n in (int(np.prod(s)) for s in shapes)
-      if self.name == "native" and (facade or velocity)
+      if self.name == "native"
+      and (facade or velocity)
       and (large or n <= _fused.SMALL_LEAF)
     }
     assert self.sizes == expected, (self.name, self.sizes, config, facade)
