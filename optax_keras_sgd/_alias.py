@@ -160,14 +160,9 @@ def transformation(p: Parts) -> optax.GradientTransformation:
 
   def update_fn(updates, state, params=None):
     gradient_state, (scale, trace) = state[:-2], state[-2:]
-    fused = _fused.update(
+    updates, gradient_state, scale, trace = _fused.update(
       p.settings, p.gradients, updates, gradient_state, scale, trace, params
-    )
-    if fused is None:
-      updates, gradient_state = p.gradients.update(updates, gradient_state, params)
-      updates, scale, trace = _last_blocks(p, updates, scale, trace, params)
-    else:
-      updates, gradient_state, scale, trace = fused
+    ) or _blocks(p, updates, gradient_state, scale, trace, params)
     return updates, (*gradient_state, scale, trace)
 
   return optax.GradientTransformation(init_fn, update_fn)
@@ -181,15 +176,18 @@ def update_and_apply(p: Parts, grads: Any, state: Any, params: Any):
     p.settings, p.gradients, grads, gradient_state, scale, trace, params
   )
   if fused is None:
-    grads, gradient_state = p.gradients.update(grads, gradient_state, params)
-    updates, scale, trace = _last_blocks(p, grads, scale, trace, params)
+    updates, gradient_state, scale, trace = _blocks(
+      p, grads, gradient_state, scale, trace, params
+    )
     params = _sparse.apply_updates(params, updates)
   else:
     params, gradient_state, scale, trace = fused
   return params, (*gradient_state, scale, trace)
 
 
-def _last_blocks(p: Parts, updates, scale, trace, params):
-  updates, scale = p.scale.update(updates, scale, params)
+def _blocks(p: Parts, grads, gradient_state, scale, trace, params):
+  """All of `p`'s blocks in XLA: `(updates, gradient_state, scale, trace)`."""
+  grads, gradient_state = p.gradients.update(grads, gradient_state, params)
+  updates, scale = p.scale.update(grads, scale, params)
   updates, trace = p.trace.update(updates, trace, params)
-  return updates, scale, trace
+  return updates, gradient_state, scale, trace
