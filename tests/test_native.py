@@ -3,7 +3,8 @@ path JAX takes through it, one pass over memory, and the fallback.
 
 The parity modules run the reference's configurations on both paths (the
 kernel and XLA's step); here are what those do not reach: leaves large enough
-for the kernel's threads, odd sizes, float32 and float64 in one tree, `vmap`,
+for the kernel's threads, odd sizes, the norm clip over many blocks, which
+tensors the kernel takes, float32 and float64 in one tree, `vmap`,
 differentiation, the compiled program's structure, and a machine without the
 kernel; and the same for row-sparse (`IndexedSlices`) gradients: many
 duplicate rows, padding, rows added in order, a sparse and a dense leaf in
