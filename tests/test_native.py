@@ -106,6 +106,39 @@ def test_norm_clip_in_the_kernel_matches_the_rule(nesterov, way, native):
   native.check(config, facade=way == "facade", shapes=SHAPES)
 
 
+def _kernel_norm(g: np.ndarray) -> np.float32:
+  """The kernel's norm, as its source states it: in each 65,536-element
+  block, element i squared and added to running sum i % 16 (in order), the
+  16 sums added 8 apart, then 4, 2, 1; the blocks' sums added in order."""
+  sq = (g * g).astype(np.float32)
+  total = np.float32(0)
+  for lo in range(0, g.size, 65536):
+    block = sq[lo : lo + 65536]
+    acc = np.array(
+      [np.cumsum(block[lane::16], dtype=np.float32)[-1] for lane in range(16)],
+      np.float32,
+    )
+    for w in (8, 4, 2, 1):
+      acc[:w] = acc[:w] + acc[w : 2 * w]
+    total = np.float32(total + acc[0])
+  return np.float32(np.sqrt(total))
+
+
+def test_the_norm_is_summed_in_the_stated_order(native):
+  """Bitwise: the kernel's clipped gradient is `(g * c) / norm` with the norm
+  summed in the order its source states, on a tensor of several blocks (the
+  blocks' sums taken on XLA's threads, then added in order)."""
+  rng = np.random.default_rng(7)
+  g = rng.normal(size=3 * 65536 + 37).astype(np.float32)
+  c = np.float32(2.5)
+  tx = oks.sgd(1.0, momentum=0.5, clipnorm=float(c))  # zero velocity: u = -g'
+  p = jnp.zeros(g.size)
+  updates, _ = jax.jit(tx.update)(jnp.asarray(g), tx.init(p), p)
+  expected = -((g * c) / _kernel_norm(g))
+  np.testing.assert_array_equal(np.asarray(updates), expected)
+  assert native.sizes == {g.size}
+
+
 @pytest.mark.parametrize("way", ["jit", "facade"])
 @pytest.mark.parametrize(
   "config",
