@@ -111,10 +111,10 @@ def _gradient_blocks(gradients, clip, updates, native, state, params):
   or (with `clip` not None) on the leaves the kernel does not clip itself,
   the sparse ones and the dense ones left to XLA. Returns the leaves and the
   blocks' state."""
-  leaves = jax.tree.leaves(updates, is_leaf=_sparse.is_indexed_slices)
   if clip is None:  # on the tree, where a `FlatParams` is still one
     updates, state = gradients.update(updates, state, params)
     return jax.tree.leaves(updates, is_leaf=_sparse.is_indexed_slices), state
+  leaves = jax.tree.leaves(updates, is_leaf=_sparse.is_indexed_slices)
   rest = [
     i for i, x in enumerate(leaves) if not native[i] or _sparse.is_indexed_slices(x)
   ]

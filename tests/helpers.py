@@ -155,7 +155,7 @@ class KernelPath:
   def _counted(self, real):
     def counted(*args, **kwargs):
       self.calls += 1
-      if real.__name__ == "step":  # step(mode, reference, rates, momenta, grads, ...)
+      if real.__name__ == "step":  # step(mode, clip, reference, scalars, grads, ...)
         self.sizes.update(int(np.size(g)) for g in args[4])
       return real(*args, **kwargs)
 

@@ -241,6 +241,7 @@ def test_half_precision_numbers_from_spec():
     np.testing.assert_allclose(float(ours[0][0]), expected, rtol=1e-3)
 
 
+@pytest.mark.parametrize("mode", ["jit", "eager"])
 @pytest.mark.parametrize("path", ["native", "xla"])
 @pytest.mark.parametrize(
   "config",
@@ -254,21 +255,24 @@ def test_half_precision_numbers_from_spec():
   ids=["clipnorm", "clipnorm_zero_clipvalue", "global_clipnorm", "clipvalue", "none"],
 )
 def test_non_finite_and_zero_gradients_propagate_like_reference(
-  config, path, monkeypatch
+  config, path, mode, monkeypatch
 ):
   """Infinities, NaNs, a zero gradient and a zero threshold, each giving
   TensorFlow's zeros and NaNs, in the kernel (which clips itself) and in
-  XLA's step."""
-  KernelPath(path, monkeypatch)
+  XLA's step, jitted against `tf.function` and eager against eager."""
+  kernel = KernelPath(path, monkeypatch)
   grads = [
     [np.array([1.0, np.inf, 2.0]), np.array([np.nan, 1.0]), np.zeros(4)],
     [np.array([1.0, 1.0, 1.0]), np.array([1.0, 1.0]), np.array([0.0, 3.0, 0, 4])],
   ]
   params = [np.zeros(3), np.zeros(2), np.ones(4)]
+  config = dict(learning_rate=0.1, momentum=0.9, **config)
+  graph = mode == "jit"
   with np.errstate(invalid="ignore"):
-    ref, _ = reference.run(params, grads, learning_rate=0.1, momentum=0.9, **config)
-    ours = run_sgd(params, grads, learning_rate=0.1, momentum=0.9, **config)
+    ref, _ = reference.run(params, grads, graph=graph, **config)
+    ours = run_sgd(params, grads, jit=graph, **config)
   assert_trajectories(ours, ref)
+  kernel.check(config, facade=False, shapes=[x.shape for x in params])
 
 
 def test_subnormals_are_flushed_to_zero_like_the_reference():
