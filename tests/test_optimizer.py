@@ -63,7 +63,7 @@ def test_buffers_owned_by_the_optimizer_are_donated():
   for _ in range(3):
     opt.apply_gradients([(jnp.ones(16), w)])
   donating = [
-    (key, fn) for key, fn in opt._runner._steps._cache.items() if key[1] and key[2]
+    (key, fn) for key, fn in opt._runner._steps._cache.items() if key[2] and key[3]
   ]
   assert donating, "the steady-state step did not use the donating program"
   ((_, fn),) = donating
@@ -77,6 +77,112 @@ def test_buffers_owned_by_the_optimizer_are_donated():
     jnp.float32(0.9),
   )
   assert "input_output_alias" in lowered.compile().as_text()
+
+
+# Small tensors (their slots travel packed, see `_facade._packing`) and one
+# too large to pack.
+PACKED_SHAPES = [(3,), (2, 4), (1,), (5,), (4097,)]
+
+
+def _problem(steps, shapes=PACKED_SHAPES, seed=0):
+  rng = np.random.default_rng(seed)
+  params = [rng.normal(size=s).astype(np.float32) for s in shapes]
+  grads = [
+    [rng.normal(size=s).astype(np.float32) for s in shapes] for _ in range(steps)
+  ]
+  return params, grads
+
+
+def test_small_slots_travel_in_one_buffer():
+  params, grads = _problem(3)
+  w = [Variable(p) for p in params]
+  opt = SGD(0.1, momentum=0.9)
+  for gs in grads:
+    opt.apply_gradients(zip(gs, w))
+  ((key, fn),) = [(k, f) for k, f in opt._runner._steps._cache.items() if k[2]]
+  layout = key[1]
+  assert layout.packed == (0, 1, 2, 3) and layout.rest == (4,)
+  slots = [opt.get_slot(v, "momentum") for v in w]
+  out = fn.lower(
+    [v.value() for v in w],
+    grads[0],
+    (opt._runner._pack.buffers, [slots[4].value()]),
+    opt.iterations.value(),
+    jnp.int32(0),
+    jnp.float32(0.1),
+    jnp.float32(0.9),
+  ).out_info
+  # the values, one buffer for the four small velocities, the large one,
+  # the count and the skipped count
+  assert len(jax.tree.leaves(out)) == 5 + 1 + 1 + 2
+  assert opt.compiled_count() == 1
+  expected = numpy_rule.run(params, grads, learning_rate=0.1, momentum=0.9)[-1]
+  for v, e in zip(w, expected):
+    np.testing.assert_array_equal(v.numpy(), e)
+
+
+def test_packed_slots_read_and_write_as_their_own():
+  """Reading, assigning and `set_weights` on slots that live in the buffer:
+  each slot holds what the NumPy rule says, and a slot assigned between
+  steps takes part in the next step with its new value (the others with
+  theirs)."""
+  params, grads = _problem(4)
+  w = [Variable(p) for p in params]
+  opt = SGD(0.1, momentum=0.9)
+  for gs in grads[:2]:
+    opt.apply_gradients(zip(gs, w))
+  slots = [opt.get_slot(v, "momentum") for v in w]
+  velocity = [s.numpy() for s in slots]
+  lr, m = np.float32(0.1), np.float32(0.9)
+  rule_v = [np.zeros_like(p) for p in params]
+  for gs in grads[:2]:
+    rule_v = [m * v - lr * g for v, g in zip(rule_v, gs)]
+  for a, b in zip(velocity, rule_v):
+    np.testing.assert_array_equal(a, b)
+
+  held = slots[1].value()
+  slots[1].assign(np.full((2, 4), 0.5, np.float32))
+  values = [v.numpy() for v in w]
+  opt.apply_gradients(zip(grads[2], w))
+  rule_v[1] = np.full((2, 4), 0.5, np.float32)
+  rule_v = [m * v - lr * g for v, g in zip(rule_v, grads[2])]
+  for v, s, x, r in zip(w, slots, values, rule_v):
+    np.testing.assert_array_equal(s.numpy(), r)
+    np.testing.assert_array_equal(v.numpy(), x + r)
+  np.testing.assert_array_equal(held, velocity[1])  # not donated, not changed
+
+  weights = opt.get_weights()
+  weights[2] = np.arange(2 * 4, dtype=np.float32).reshape(2, 4)
+  opt.set_weights(weights)
+  for got, want in zip(opt.get_weights(), weights):
+    np.testing.assert_array_equal(got, want)
+  values = [v.numpy() for v in w]
+  opt.apply_gradients(zip(grads[3], w))
+  rule_v = [m * np.asarray(x) - lr * g for x, g in zip(weights[1:], grads[3])]
+  for v, s, x, r in zip(w, slots, values, rule_v):
+    np.testing.assert_array_equal(s.numpy(), r)
+    np.testing.assert_array_equal(v.numpy(), x + r)
+
+
+def test_slots_shared_by_two_variable_lists():
+  """Alternating lists that share Variables: each list's small slots are
+  packed in turn, and every slot keeps its own velocity."""
+  params, grads = _problem(4, shapes=[(3,), (2,), (4,)])
+  w = [Variable(p) for p in params]
+  opt = SGD(0.1, momentum=0.9)
+  lists = [[0, 1], [1, 2]]
+  rule_v = [np.zeros_like(p) for p in params]
+  rule_w = [p.copy() for p in params]
+  lr, m = np.float32(0.1), np.float32(0.9)
+  for step, gs in enumerate(grads):
+    idx = lists[step % 2]
+    opt.apply_gradients([(gs[i], w[i]) for i in idx])
+    for i in idx:
+      rule_v[i] = m * rule_v[i] - lr * gs[i]
+      rule_w[i] = rule_w[i] + rule_v[i]
+  for i, v in enumerate(w):
+    np.testing.assert_array_equal(opt.get_slot(v, "momentum").numpy(), rule_v[i])
+    np.testing.assert_array_equal(v.numpy(), rule_w[i])
 
 
 def test_exception_in_loss_leaves_everything_unchanged():

@@ -4,6 +4,8 @@ The facade keeps its state (values, velocities, the step count) in Python
 objects; this module turns one step over them into a single `jax.jit` call,
 cached per structural configuration. Numbers that change between steps
 (learning rate, momentum) are arguments, so changing them never recompiles.
+The velocities of small tensors travel packed in one buffer per dtype
+(`_packing`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from optax_keras_sgd import _alias, _non_finite, _sparse, _state
-from optax_keras_sgd._facade import _hyperparameters
+from optax_keras_sgd._facade import _hyperparameters, _packing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,21 +68,40 @@ def step(config: StepConfig, values, grads, velocities, count, skipped, lr, mome
   return new_values, _state.velocity(state), _state.iterations(state), skipped
 
 
+def packed_step(
+  config: StepConfig, layout: _packing.Layout | None, values, grads, velocities, *rest
+):
+  """`step` with the velocities as `layout` packs them: `(buffers, others)`
+  in and out (as they are, with no layout)."""
+  if layout is None:
+    return step(config, values, grads, velocities, *rest)
+  velocities = layout.unpack(*velocities)
+  new_values, velocities, count, skipped = step(
+    config, values, grads, velocities, *rest
+  )
+  return new_values, layout.pack(velocities), count, skipped
+
+
 class CompiledSteps:
-  """One jitted step per `StepConfig`, with and without buffer donation."""
+  """One jitted step per `StepConfig` and slot layout, with and without
+  buffer donation."""
 
   def __init__(self):
-    self._cache: dict[tuple[StepConfig, bool, bool], Any] = {}  # jitted
+    self._cache: dict[tuple[Any, ...], Any] = {}  # jitted
 
   def get(
-    self, config: StepConfig, donate_values: bool, donate_state: bool
+    self,
+    config: StepConfig,
+    layout: _packing.Layout | None,
+    donate_values: bool,
+    donate_state: bool,
   ) -> Callable[..., Any]:
-    """The step for `config`; donating the values (argument 0) and the
-    velocities and counters (arguments 2 to 4) as asked."""
-    key = (config, donate_values, donate_state)
+    """The step for `config` and `layout`; donating the values (argument 0)
+    and the velocities and counters (arguments 2 to 4) as asked."""
+    key = (config, layout, donate_values, donate_state)
     if key not in self._cache:
       donate = ((0,) if donate_values else ()) + ((2, 3, 4) if donate_state else ())
-      fn = lambda *args: step(config, *args)  # noqa: E731
+      fn = lambda *args: packed_step(config, layout, *args)  # noqa: E731
       self._cache[key] = jax.jit(fn, donate_argnums=donate)
     return self._cache[key]
 
@@ -95,6 +116,23 @@ class StepRunner:
 
   def __init__(self):
     self._steps = CompiledSteps()
+    self._pack: _packing.SlotPack | None = None
+    self._unpacked: list[Any] | None = None  # the last slots with no layout
+
+  def _pack_for(self, slots: list[Any]) -> _packing.SlotPack | None:
+    """The pack of `slots` (the same list object as the last step's, in the
+    steady state), made anew when they are not packed."""
+    pack = self._pack
+    if pack is not None and pack.active and pack.slots is slots:
+      return pack
+    if slots is self._unpacked:
+      return None
+    if pack is not None:
+      pack.release()
+    layout = _packing.layout(slots)
+    self._pack = None if layout is None else _packing.SlotPack(slots, layout)
+    self._unpacked = slots if layout is None else None
+    return self._pack
 
   def run(
     self,
@@ -118,23 +156,31 @@ class StepRunner:
       momentum = _hyperparameters.value_at(momentum, counter.value())
     else:
       momentum = zero
+    pack = self._pack_for(slots) if slots else None
+    layout = None if pack is None else pack.layout
+    own = slots if layout is None else [slots[i] for i in layout.rest]
     # Whether to donate is decided before the state is read: a read would
-    # count as one more owner.
+    # count as one more owner. A pack's buffers are its own.
     step = self._steps.get(
       config,
+      layout,
       donate_values=donate_values,
-      donate_state=sole_owner(slots + [counter, skipped]),
+      donate_state=sole_owner(own + [counter, skipped]),
     )
+    velocities = [s.value() for s in own]
     new_values, velocities, count, new_skipped = step(
       values,
       grads,
-      [s.value() for s in slots],
+      velocities if pack is None else (pack.buffers, velocities),
       counter.value(),
       skipped.value(),
       learning_rate,
       momentum,
     )
-    for s, x in zip(slots, velocities or []):
+    if pack is not None:
+      buffers, velocities = velocities
+      pack.store(buffers)
+    for s, x in zip(own, velocities or []):
       s._value = x
     counter._value = count.astype(counter.dtype)
     skipped._value = new_skipped

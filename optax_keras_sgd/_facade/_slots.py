@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from optax_keras_sgd._facade import _inputs
+from optax_keras_sgd._facade._packing import PackedSlot
 from optax_keras_sgd._variable import Variable
 
 
@@ -84,7 +85,7 @@ class SlotStore:
       value = jnp.asarray(initializer(shape=shape, dtype=dtype))
     else:
       value = jnp.broadcast_to(jnp.asarray(initializer, dtype), shape)
-    slots[slot_name] = Variable(value, name=f"{name}/{slot_name}", trainable=False)
+    slots[slot_name] = PackedSlot(value, name=f"{name}/{slot_name}", trainable=False)
     self._owners[key] = (
       target if isinstance(target, Variable) else jax.ShapeDtypeStruct(shape, dtype)
     )

@@ -1,0 +1,168 @@
+"""Small momentum slots kept in one buffer per dtype between steps.
+
+JAX hands each array a compiled call returns back as an object of its own,
+at about 2 us apiece on a CPU, whatever its size (the "JAX dispatch floor"
+rows of benchmarks/RESULTS.md). On a model of many small tensors that is
+most of a step: 1,000 tensors of 64 floats take 4.4 ms to pass through a
+call that does nothing, and 2.4 ms when their velocities travel as one
+array. So the facade keeps the velocities of small tensors (at most
+`SMALL_LEAF` elements each, `SMALL_TOTAL` in all) concatenated in one buffer
+per dtype: its step splits the buffer into the velocities, runs `sgd` on
+them as on any others, and concatenates the new ones (copies of a few
+kilobytes each, which cost less than returning them one by one).
+
+A slot so kept is a `PackedSlot`: it reads its value from the buffer when
+asked (one split for all of them, kept until the next step), and assigning
+any of them first gives every slot of the buffer its own array again; the
+next step packs them anew. Either way each slot's value is what it would be
+with no buffer at all.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple, cast
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from optax_keras_sgd._variable import Variable
+
+# At 4,096 float32 elements, splitting a velocity out and concatenating it
+# back costs about what returning it as an array of its own does.
+SMALL_LEAF = 1 << 12
+SMALL_TOTAL = 1 << 20
+
+
+@jax.tree_util.register_pytree_node_class
+class PackedSlot(Variable):
+  """A slot Variable whose value may live in a `SlotPack`'s buffer."""
+
+  _pack: SlotPack | None = None
+  _index = -1
+  _array: Any = None  # the value, while not in a pack
+
+  @property
+  def _value(self) -> jax.Array:
+    pack = self._pack
+    return self._array if pack is None else pack.read(self._index)
+
+  @_value.setter
+  def _value(self, x: jax.Array) -> None:
+    if self._pack is not None:
+      self._pack.release()
+    self._array = x
+
+
+class Layout(NamedTuple):
+  """Which of a step's slots travel packed: per dtype, the slots' positions
+  and shapes, in order (static: it shapes the compiled step)."""
+
+  groups: tuple[tuple[str, tuple[int, ...], tuple[tuple[int, ...], ...]], ...]
+  slots: int  # in all
+  rest: tuple[int, ...]  # the slots that travel as arrays of their own
+
+  @property
+  def packed(self) -> tuple[int, ...]:
+    return tuple(i for _, idx, _ in self.groups for i in idx)
+
+  def unpack(self, buffers: tuple[jax.Array, ...], rest: list[Any]) -> list[Any]:
+    """All the velocities, in the slots' order, from the buffers and the
+    others (traceable)."""
+    out: list[Any] = [None] * self.slots
+    for buffer, (_, idx, shapes) in zip(buffers, self.groups):
+      sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+      parts = jnp.split(buffer, np.cumsum(sizes)[:-1].tolist())
+      for i, part, shape in zip(idx, parts, shapes):
+        out[i] = part.reshape(shape)
+    for i, x in zip(self.rest, rest):
+      out[i] = x
+    return out
+
+  def pack(self, velocities: list[Any]) -> tuple[tuple[jax.Array, ...], list[Any]]:
+    """The inverse of `unpack` (traceable)."""
+    buffers = tuple(
+      jnp.concatenate([jnp.ravel(velocities[i]) for i in idx])
+      for _, idx, _ in self.groups
+    )
+    return buffers, [velocities[i] for i in self.rest]
+
+
+def layout(slots: list[Variable]) -> Layout | None:
+  """The layout for `slots`, or None when no two of them would share a
+  buffer. Only on a single device: a buffer lives on one."""
+  if jax.device_count() != 1:
+    return None
+  groups: dict[str, list[int]] = {}
+  budget = SMALL_TOTAL
+  for i, s in enumerate(slots):
+    if not isinstance(s, PackedSlot):
+      continue
+    size = s.size
+    if size <= min(SMALL_LEAF, budget):
+      groups.setdefault(np.dtype(s.dtype).name, []).append(i)
+      budget -= size
+  kept = tuple(
+    (dtype, tuple(idx), tuple(tuple(slots[i].shape) for i in idx))
+    for dtype, idx in groups.items()
+    if len(idx) > 1
+  )
+  if not kept:
+    return None
+  packed = {i for _, idx, _ in kept for i in idx}
+  rest = tuple(i for i in range(len(slots)) if i not in packed)
+  return Layout(kept, len(slots), rest)
+
+
+@functools.cache
+def _packer(layout: Layout):
+  return jax.jit(lambda velocities: layout.pack(velocities)[0])
+
+
+@functools.cache
+def _splitter(layout: Layout):
+  return jax.jit(lambda buffers: layout.unpack(buffers, []))
+
+
+class SlotPack:
+  """The buffers of one list of slots, while they hold the slots' values."""
+
+  def __init__(self, slots: list[Variable], layout: Layout):
+    self.slots = slots
+    self.layout = layout
+    self._packed = [cast(PackedSlot, slots[i]) for i in layout.packed]
+    for s in self._packed:
+      if s._pack is not None:  # held by the pack of another list of slots
+        s._pack.release()
+    values: list[Any] = [None] * layout.slots
+    for s, i in zip(self._packed, layout.packed):
+      values[i] = s._array
+    self.buffers: tuple[jax.Array, ...] | None = _packer(layout)(values)
+    self._split: list[jax.Array] | None = None
+    for s, i in zip(self._packed, layout.packed):
+      s._pack, s._index, s._array = self, i, None
+
+  @property
+  def active(self) -> bool:
+    return self.buffers is not None
+
+  def store(self, buffers: tuple[jax.Array, ...]) -> None:
+    """The buffers after a step."""
+    self.buffers, self._split = tuple(buffers), None
+
+  def read(self, index: int) -> jax.Array:
+    """Slot `index`'s value (one split of the buffers for all slots)."""
+    if self._split is None:
+      assert self.buffers is not None
+      self._split = _splitter(self.layout)(self.buffers)
+    return self._split[index]
+
+  def release(self) -> None:
+    """Gives every slot its own array again; the buffers are dropped."""
+    if self.buffers is None:
+      return
+    for s, i in zip(self._packed, self.layout.packed):
+      value = self.read(i)
+      s._pack, s._array = None, value
+    self.buffers, self._split = None, None
