@@ -210,7 +210,7 @@ class SGD(KerasWeights):
     del name
     self._refuse_other(_binding.VariableBinding)  # before any input check
     grads, variables = _inputs.split_pairs(grads_and_vars)
-    if variables and experimental_aggregate_gradients:
+    if variables and experimental_aggregate_gradients and self._aggregates():
       grads, variables = _inputs.split_pairs(
         self._aggregate_gradients(list(zip(grads, variables)))
       )
@@ -223,6 +223,14 @@ class SGD(KerasWeights):
         if v.constraint is not None:  # after the update, as Keras applies it
           v.assign(v.constraint(v))
     return Variable(self.iterations.value(), name="iter", trainable=False)
+
+  def _aggregates(self) -> bool:
+    """Whether `_aggregate_gradients` may change the pairs: a
+    `gradient_aggregator` is set, or a subclass overrides the hook."""
+    return (
+      self.gradient_aggregator is not None
+      or type(self)._aggregate_gradients is not SGD._aggregate_gradients
+    )
 
   def _aggregate_gradients(self, grads_and_vars: list[Any]) -> list[Any]:
     """Keras's hook between the gradients and the step: returns
