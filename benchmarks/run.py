@@ -186,6 +186,7 @@ README_ROWS = (
   ("32M tensor", "momentum"),
   ("32M tensor", "clipnorm"),
   ("ResNet-50-like", "momentum"),
+  ("transformer-like", "momentum"),
   ("1000 tiny leaves", "momentum"),
 )
 README_COLUMNS = {
