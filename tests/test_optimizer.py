@@ -164,6 +164,28 @@ def test_packed_slots_read_and_write_as_their_own():
     np.testing.assert_array_equal(v.numpy(), x + r)
 
 
+def test_pytree_slots_travel_packed_and_read_back():
+  """`update(params, grads)`: the small leaves' slots share one buffer, and
+  the parameters and `get_weights` follow the NumPy rule."""
+  params, grads = _problem(3)
+  tree = {"a": params[:2], "b": {"c": params[2], "d": params[3], "e": params[4]}}
+  opt = SGD(0.1, momentum=0.9)
+  held = jax.tree.map(jnp.asarray, tree)
+  for gs in grads:
+    g_tree = {"a": gs[:2], "b": {"c": gs[2], "d": gs[3], "e": gs[4]}}
+    held = opt.update(held, jax.tree.map(jnp.asarray, g_tree), donate=True)
+  assert opt._runner._pack.layout.packed == (0, 1, 2, 3)
+  expected = numpy_rule.run(params, grads, learning_rate=0.1, momentum=0.9)[-1]
+  for got, want in zip(jax.tree.leaves(held), expected):
+    np.testing.assert_array_equal(got, want)
+  lr, m = np.float32(0.1), np.float32(0.9)
+  rule_v = [np.zeros_like(p) for p in params]
+  for gs in grads:
+    rule_v = [m * v - lr * g for v, g in zip(rule_v, gs)]
+  for got, want in zip(opt.get_weights()[1:], rule_v):
+    np.testing.assert_array_equal(got, want)
+
+
 def test_slots_shared_by_two_variable_lists():
   """Alternating lists that share Variables: each list's small slots are
   packed in turn, and every slot keeps its own velocity."""
