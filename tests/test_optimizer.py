@@ -99,11 +99,11 @@ def test_small_slots_travel_in_one_buffer():
   opt = SGD(0.1, momentum=0.9)
   for gs in grads:
     opt.apply_gradients(zip(gs, w))
-  ((key, fn),) = [(k, f) for k, f in opt._runner._steps._cache.items() if k[2]]
+  ((key, fn),) = [(k, f) for k, f in opt._runner._steps._cache.items() if k[2] and k[3]]
   layout = key[1]
   assert layout.packed == (0, 1, 2, 3) and layout.rest == (4,)
   slots = [opt.get_slot(v, "momentum") for v in w]
-  out = fn.lower(
+  lowered = fn.lower(
     [v.value() for v in w],
     grads[0],
     (opt._runner._pack.buffers, [slots[4].value()]),
@@ -111,10 +111,13 @@ def test_small_slots_travel_in_one_buffer():
     jnp.int32(0),
     jnp.float32(0.1),
     jnp.float32(0.9),
-  ).out_info
+  )
   # the values, one buffer for the four small velocities, the large one,
   # the count and the skipped count
-  assert len(jax.tree.leaves(out)) == 5 + 1 + 1 + 2
+  assert len(jax.tree.leaves(lowered.out_info)) == 5 + 1 + 1 + 2
+  # the buffer (argument 10, after 5 values and 5 gradients) is donated to
+  # the new buffer (result 5)
+  assert "{5}: (10, {}, may-alias)" in lowered.compile().as_text()
   assert opt.compiled_count() == 1
   expected = numpy_rule.run(params, grads, learning_rate=0.1, momentum=0.9)[-1]
   for v, e in zip(w, expected):
