@@ -12,6 +12,7 @@ import numpy_rule
 import pytest
 
 from optax_keras_sgd import SGD, Variable, schedules
+from optax_keras_sgd._facade import _packing
 
 
 def test_seed_examples():
@@ -84,6 +85,23 @@ def test_buffers_owned_by_the_optimizer_are_donated():
 PACKED_SHAPES = [(3,), (2, 4), (1,), (5,), (4097,)]
 
 
+@pytest.fixture
+def pack_small(monkeypatch):
+  """Packs the slots of as few as two small tensors (by default it takes
+  `MIN_PACKED` of them), so that small problems exercise the buffer."""
+  monkeypatch.setattr(_packing, "MIN_PACKED", 2)
+
+
+def test_few_small_slots_stay_arrays_of_their_own():
+  opt = SGD(0.1, momentum=0.9)
+  w = [Variable(np.ones(3, np.float32)) for _ in range(_packing.MIN_PACKED - 1)]
+  opt.apply_gradients([(jnp.ones(3), v) for v in w])
+  assert opt._runner._pack is None
+  w.append(Variable(np.ones(3, np.float32)))
+  opt.apply_gradients([(jnp.ones(3), v) for v in w])
+  assert opt._runner._pack.layout.packed == tuple(range(_packing.MIN_PACKED))
+
+
 def _problem(steps, shapes=PACKED_SHAPES, seed=0):
   rng = np.random.default_rng(seed)
   params = [rng.normal(size=s).astype(np.float32) for s in shapes]
@@ -93,7 +111,7 @@ def _problem(steps, shapes=PACKED_SHAPES, seed=0):
   return params, grads
 
 
-def test_small_slots_travel_in_one_buffer():
+def test_small_slots_travel_in_one_buffer(pack_small):
   params, grads = _problem(3)
   w = [Variable(p) for p in params]
   opt = SGD(0.1, momentum=0.9)
@@ -124,7 +142,7 @@ def test_small_slots_travel_in_one_buffer():
     np.testing.assert_array_equal(v.numpy(), e)
 
 
-def test_packed_slots_read_and_write_as_their_own():
+def test_packed_slots_read_and_write_as_their_own(pack_small):
   """Reading, assigning and `set_weights` on slots that live in the buffer:
   each slot holds what the NumPy rule says, and a slot assigned between
   steps takes part in the next step with its new value (the others with
@@ -167,7 +185,7 @@ def test_packed_slots_read_and_write_as_their_own():
     np.testing.assert_array_equal(v.numpy(), x + r)
 
 
-def test_pytree_slots_travel_packed_and_read_back():
+def test_pytree_slots_travel_packed_and_read_back(pack_small):
   """`update(params, grads)`: the small leaves' slots share one buffer, and
   the parameters and `get_weights` follow the NumPy rule."""
   params, grads = _problem(3)
@@ -189,7 +207,7 @@ def test_pytree_slots_travel_packed_and_read_back():
     np.testing.assert_array_equal(got, want)
 
 
-def test_slots_shared_by_two_variable_lists():
+def test_slots_shared_by_two_variable_lists(pack_small):
   """Alternating lists that share Variables: each list's small slots are
   packed in turn, and every slot keeps its own velocity."""
   params, grads = _problem(4, shapes=[(3,), (2,), (4,)])

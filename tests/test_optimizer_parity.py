@@ -11,6 +11,7 @@ import reference
 from helpers import KernelPath, enable_x64
 
 from optax_keras_sgd import SGD, Variable
+from optax_keras_sgd._facade import _packing
 
 pytestmark = pytest.mark.reference
 
@@ -68,9 +69,15 @@ CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("packed", [False, True], ids=["slots", "packed-slots"])
 @pytest.mark.parametrize("path", ["native", "xla"])
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
-def test_trajectories_weights_slots_and_config(config, path, monkeypatch):
+def test_trajectories_weights_slots_and_config(config, path, packed, monkeypatch):
+  """Also with the small slots in one buffer (`_facade._packing`; these
+  three variables are fewer than it takes by default): the variables come
+  and go between steps, so the buffer is packed, read and released."""
+  if packed:
+    monkeypatch.setattr(_packing, "MIN_PACKED", 2)
   kernel = KernelPath(path, monkeypatch)
   params, steps = _seq()
   tf_opt, our_opt, _, _ = _run_both(config, params, steps)

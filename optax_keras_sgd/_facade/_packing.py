@@ -6,10 +6,11 @@ rows of benchmarks/RESULTS.md). On a model of many small tensors that is
 most of a step: 1,000 tensors of 64 floats take 4.4 ms to pass through a
 call that does nothing, and 2.4 ms when their velocities travel as one
 array. So the facade keeps the velocities of small tensors (at most
-`SMALL_LEAF` elements each, `SMALL_TOTAL` in all) concatenated in one buffer
-per dtype: its step splits the buffer into the velocities, runs `sgd` on
-them as on any others, and concatenates the new ones (copies of a few
-kilobytes each, which cost less than returning them one by one).
+`SMALL_LEAF` elements each, `SMALL_TOTAL` in all, at least `MIN_PACKED` of a
+dtype) concatenated in one buffer per dtype: its step splits the buffer
+into the velocities, runs `sgd` on them as on any others, and concatenates
+the new ones (copies of a few kilobytes each, which cost less than
+returning them one by one).
 
 A slot so kept is a `PackedSlot`: it reads its value from the buffer when
 asked (one split for all of them, kept until the next step), and assigning
@@ -33,6 +34,13 @@ from optax_keras_sgd._variable import Variable
 # back costs about what returning it as an array of its own does.
 SMALL_LEAF = 1 << 12
 SMALL_TOTAL = 1 << 20
+# Fewer small slots of a dtype than this stay arrays of their own: each slice
+# out of the buffer is an XLA thunk of its own, and an array returned costs
+# more the more of them a call returns. Facade steps over N tensors of 64
+# floats, packed against not (interleaved): N = 10, 1.21x; 100, 1.20x;
+# 300, 0.85x; 500, 0.83x; 1,000, 0.78x; the ResNet-like tree (107 small
+# tensors among 161), 1.03x.
+MIN_PACKED = 256
 
 
 @jax.tree_util.register_pytree_node_class
@@ -90,8 +98,8 @@ class Layout(NamedTuple):
 
 
 def layout(slots: list[Variable]) -> Layout | None:
-  """The layout for `slots`, or None when no two of them would share a
-  buffer. Only on a single device: a buffer lives on one."""
+  """The layout for `slots`, or None when no dtype has `MIN_PACKED` small
+  slots. Only on a single device: a buffer lives on one."""
   if jax.device_count() != 1:
     return None
   groups: dict[str, list[int]] = {}
@@ -106,7 +114,7 @@ def layout(slots: list[Variable]) -> Layout | None:
   kept = tuple(
     (dtype, tuple(idx), tuple(tuple(slots[i].shape) for i in idx))
     for dtype, idx in groups.items()
-    if len(idx) > 1
+    if len(idx) >= MIN_PACKED
   )
   if not kept:
     return None
