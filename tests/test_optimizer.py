@@ -92,14 +92,18 @@ def pack_small(monkeypatch):
   monkeypatch.setattr(_packing, "MIN_PACKED", 2)
 
 
-def test_few_small_slots_stay_arrays_of_their_own():
+def test_few_small_slots_stay_arrays_of_their_own(monkeypatch):
+  """Fewer than `MIN_PACKED` small slots of a dtype are not packed (4 here,
+  to keep the test small); that many are."""
+  monkeypatch.setattr(_packing, "MIN_PACKED", 4)
   opt = SGD(0.1, momentum=0.9)
-  w = [Variable(np.ones(3, np.float32)) for _ in range(_packing.MIN_PACKED - 1)]
-  opt.apply_gradients([(jnp.ones(3), v) for v in w])
+  w = [Variable(np.ones(3, np.float32)) for _ in range(3)]
+  w.append(Variable(np.ones(_packing.SMALL_LEAF + 1, np.float32)))  # not small
+  opt.apply_gradients([(jnp.ones(v.shape), v) for v in w])
   assert opt._runner._pack is None
   w.append(Variable(np.ones(3, np.float32)))
-  opt.apply_gradients([(jnp.ones(3), v) for v in w])
-  assert opt._runner._pack.layout.packed == tuple(range(_packing.MIN_PACKED))
+  opt.apply_gradients([(jnp.ones(v.shape), v) for v in w])
+  assert opt._runner._pack.layout.packed == (0, 1, 2, 4)
 
 
 def _problem(steps, shapes=PACKED_SHAPES, seed=0):
