@@ -11,7 +11,7 @@ import numpy as np
 import numpy_rule
 import pytest
 
-from optax_keras_sgd import SGD, Variable, schedules
+from optax_keras_sgd import SGD, Variable, _fused, schedules
 from optax_keras_sgd._facade import _packing
 
 
@@ -98,12 +98,20 @@ def test_few_small_slots_stay_arrays_of_their_own(monkeypatch):
   monkeypatch.setattr(_packing, "MIN_PACKED", 4)
   opt = SGD(0.1, momentum=0.9)
   w = [Variable(np.ones(3, np.float32)) for _ in range(3)]
-  w.append(Variable(np.ones(_packing.SMALL_LEAF + 1, np.float32)))  # not small
+  w.append(Variable(np.ones(_fused.SMALL_LEAF + 1, np.float32)))  # not small
   opt.apply_gradients([(jnp.ones(v.shape), v) for v in w])
   assert opt._runner._pack is None
   w.append(Variable(np.ones(3, np.float32)))
   opt.apply_gradients([(jnp.ones(v.shape), v) for v in w])
   assert opt._runner._pack.layout.packed == (0, 1, 2, 4)
+
+
+LR, M = np.float32(0.1), np.float32(0.9)
+
+
+def _velocity(v, g):
+  """Keras's velocity rule in NumPy (float32, each product rounded)."""
+  return M * v - LR * g
 
 
 def _problem(steps, shapes=PACKED_SHAPES, seed=0):
@@ -158,10 +166,9 @@ def test_packed_slots_read_and_write_as_their_own(pack_small):
     opt.apply_gradients(zip(gs, w))
   slots = [opt.get_slot(v, "momentum") for v in w]
   velocity = [s.numpy() for s in slots]
-  lr, m = np.float32(0.1), np.float32(0.9)
   rule_v = [np.zeros_like(p) for p in params]
   for gs in grads[:2]:
-    rule_v = [m * v - lr * g for v, g in zip(rule_v, gs)]
+    rule_v = list(map(_velocity, rule_v, gs))
   for a, b in zip(velocity, rule_v):
     np.testing.assert_array_equal(a, b)
 
@@ -170,7 +177,7 @@ def test_packed_slots_read_and_write_as_their_own(pack_small):
   values = [v.numpy() for v in w]
   opt.apply_gradients(zip(grads[2], w))
   rule_v[1] = np.full((2, 4), 0.5, np.float32)
-  rule_v = [m * v - lr * g for v, g in zip(rule_v, grads[2])]
+  rule_v = list(map(_velocity, rule_v, grads[2]))
   for v, s, x, r in zip(w, slots, values, rule_v):
     np.testing.assert_array_equal(s.numpy(), r)
     np.testing.assert_array_equal(v.numpy(), x + r)
@@ -183,7 +190,7 @@ def test_packed_slots_read_and_write_as_their_own(pack_small):
     np.testing.assert_array_equal(got, want)
   values = [v.numpy() for v in w]
   opt.apply_gradients(zip(grads[3], w))
-  rule_v = [m * np.asarray(x) - lr * g for x, g in zip(weights[1:], grads[3])]
+  rule_v = list(map(_velocity, weights[1:], grads[3]))
   for v, s, x, r in zip(w, slots, values, rule_v):
     np.testing.assert_array_equal(s.numpy(), r)
     np.testing.assert_array_equal(v.numpy(), x + r)
@@ -203,10 +210,9 @@ def test_pytree_slots_travel_packed_and_read_back(pack_small):
   expected = numpy_rule.run(params, grads, learning_rate=0.1, momentum=0.9)[-1]
   for got, want in zip(jax.tree.leaves(held), expected):
     np.testing.assert_array_equal(got, want)
-  lr, m = np.float32(0.1), np.float32(0.9)
   rule_v = [np.zeros_like(p) for p in params]
   for gs in grads:
-    rule_v = [m * v - lr * g for v, g in zip(rule_v, gs)]
+    rule_v = list(map(_velocity, rule_v, gs))
   for got, want in zip(opt.get_weights()[1:], rule_v):
     np.testing.assert_array_equal(got, want)
 
@@ -220,12 +226,11 @@ def test_slots_shared_by_two_variable_lists(pack_small):
   lists = [[0, 1], [1, 2]]
   rule_v = [np.zeros_like(p) for p in params]
   rule_w = [p.copy() for p in params]
-  lr, m = np.float32(0.1), np.float32(0.9)
   for step, gs in enumerate(grads):
     idx = lists[step % 2]
     opt.apply_gradients([(gs[i], w[i]) for i in idx])
     for i in idx:
-      rule_v[i] = m * rule_v[i] - lr * gs[i]
+      rule_v[i] = _velocity(rule_v[i], gs[i])
       rule_w[i] = rule_w[i] + rule_v[i]
   for i, v in enumerate(w):
     np.testing.assert_array_equal(opt.get_slot(v, "momentum").numpy(), rule_v[i])

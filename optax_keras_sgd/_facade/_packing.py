@@ -5,12 +5,11 @@ at about 2 us apiece on a CPU, whatever its size (the "JAX dispatch floor"
 rows of benchmarks/RESULTS.md). On a model of many small tensors that is
 most of a step: 1,000 tensors of 64 floats take 4.4 ms to pass through a
 call that does nothing, and 2.4 ms when their velocities travel as one
-array. So the facade keeps the velocities of small tensors (at most
-`SMALL_LEAF` elements each, `SMALL_TOTAL` in all, at least `MIN_PACKED` of a
-dtype) concatenated in one buffer per dtype: its step splits the buffer
-into the velocities, runs `sgd` on them as on any others, and concatenates
-the new ones (copies of a few kilobytes each, which cost less than
-returning them one by one).
+array. So the facade keeps the velocities of small tensors (the kernel's
+rule for small: at most `_fused.SMALL_LEAF` elements each, `SMALL_TOTAL` in
+all; at least `MIN_PACKED` of a dtype) concatenated in one buffer per
+dtype: its step splits the buffer into the velocities, runs `sgd` on them
+as on any others, and concatenates the new ones.
 
 A slot so kept is a `PackedSlot`: it reads its value from the buffer when
 asked (one split for all of them, kept until the next step), and assigning
@@ -28,12 +27,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from optax_keras_sgd import _fused
 from optax_keras_sgd._variable import Variable
 
-# At 4,096 float32 elements, splitting a velocity out and concatenating it
-# back costs about what returning it as an array of its own does.
-SMALL_LEAF = 1 << 12
-SMALL_TOTAL = 1 << 20
 # Fewer small slots of a dtype than this stay arrays of their own: each slice
 # out of the buffer is an XLA thunk of its own, and an array returned costs
 # more the more of them a call returns. Facade steps over N tensors of 64
@@ -103,12 +99,12 @@ def layout(slots: list[Variable]) -> Layout | None:
   if jax.device_count() != 1:
     return None
   groups: dict[str, list[int]] = {}
-  budget = SMALL_TOTAL
+  budget = _fused.SMALL_TOTAL
   for i, s in enumerate(slots):
     if not isinstance(s, PackedSlot):
       continue
     size = s.size
-    if size <= min(SMALL_LEAF, budget):
+    if size <= min(_fused.SMALL_LEAF, budget):
       groups.setdefault(np.dtype(s.dtype).name, []).append(i)
       budget -= size
   kept = tuple(
