@@ -244,7 +244,8 @@ def apply_updates(params: Any, updates: Any) -> Any:
     if isinstance(u, IndexedSlices):
       values = u.values.astype(p.dtype)
       if _native.usable(p, values):
-        return _native.scatter_add(_added_rows, p, u.indices.astype(jnp.int32), values)
+        indices = u.indices.astype(jnp.int32)
+        return _native.scatter_add(_added_rows, p, indices, values, u.unique_indices)
       return _added_rows(p, u.indices, values)
     return jnp.asarray(p + u).astype(p.dtype)
 

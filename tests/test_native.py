@@ -387,7 +387,9 @@ def test_no_full_size_temporary_beyond_xla(config, facade, native, monkeypatch):
 
 
 # Row-sparse gradients: a 50,000-row table, slices drawn from 40 rows (many
-# duplicates, so padding after summing) and from the whole table.
+# duplicates, so padding after summing) and from the whole table; enough of
+# them (3,000 slices of 6) that the kernels split the unique rows between
+# threads.
 TABLE = (50_000, 6)
 SPARSE_CONFIGS = {
   **CONFIGS,
@@ -401,7 +403,7 @@ def _sparse_problem(seed, steps, dtype="float32"):
   params = [rng.normal(size=TABLE).astype(dtype), rng.normal(size=(9,)).astype(dtype)]
   grads = []
   for _ in range(steps):
-    idx = np.concatenate([rng.integers(0, 40, 300), rng.integers(0, TABLE[0], 200)])
+    idx = np.concatenate([rng.integers(0, 40, 300), rng.integers(0, TABLE[0], 2700)])
     values = rng.normal(size=(idx.size, TABLE[1])).astype(dtype)
     grads.append([(values, idx, TABLE), rng.normal(size=(9,)).astype(dtype)])
   return params, grads

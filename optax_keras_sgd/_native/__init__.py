@@ -288,13 +288,13 @@ def sparse_step(
   del reference
   tables = [t for t in (velocity, param) if t is not None]
   results = [jax.ShapeDtypeStruct(t.shape, t.dtype) for t in tables]
+  aliases = {4 + i: i for i in range(len(tables))}
   if mode in (VELOCITY, NESTEROV_UPDATE):
+    # The update's rows overwrite the values': one row-sized buffer a step.
+    aliases[2] = len(results)
     results.append(jax.ShapeDtypeStruct(values.shape, values.dtype))
   call = jax.ffi.ffi_call(
-    _SPARSE_STEP,
-    results,
-    input_output_aliases={4 + i: i for i in range(len(tables))},
-    vmap_method="sequential",
+    _SPARSE_STEP, results, input_output_aliases=aliases, vmap_method="sequential"
   )
   outs = call(lr, m, values, indices, *tables, mode=np.int64(mode))
   if mode == APPLY_NO_VELOCITY:
@@ -307,13 +307,19 @@ def _sparse_step_jvp(mode, reference, primals, tangents):
   return jax.jvp(functools.partial(reference, mode), primals, tangents)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 4))
 def scatter_add(
-  reference: Reference, table: jax.Array, indices: jax.Array, values: jax.Array
+  reference: Reference,
+  table: jax.Array,
+  indices: jax.Array,
+  values: jax.Array,
+  unique: bool = False,
 ) -> jax.Array:
   """`table` with `values[i]` added to row `indices[i]` (int32) in order, in
   place when `table` is donated; rows outside the table are dropped.
-  `reference(table, indices, values)` is the same in XLA."""
+  `unique` promises that no two indices inside the table are equal, which
+  lets the rows be split between threads. `reference(table, indices,
+  values)` is the same in XLA."""
   del reference
   call = jax.ffi.ffi_call(
     _SCATTER_ADD,
@@ -321,9 +327,10 @@ def scatter_add(
     input_output_aliases={2: 0},
     vmap_method="sequential",
   )
-  return call(values, indices, table)
+  return call(values, indices, table, unique=unique)
 
 
 @scatter_add.defjvp
-def _scatter_add_jvp(reference, primals, tangents):
+def _scatter_add_jvp(reference, unique, primals, tangents):
+  del unique
   return jax.jvp(reference, primals, tangents)

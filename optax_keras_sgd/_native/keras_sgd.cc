@@ -427,10 +427,11 @@ ffi::Error SumDuplicates(ffi::AnyBuffer values, ffi::Buffer<ffi::S32> indices,
 
 // One row of the step; `Mode` a template argument so that each mode's loop
 // is a plain vector loop.
+// `out` may be `g` itself (the update written over the values), so neither
+// is `__restrict__`: each element is read before it is written.
 template <typename T, int64_t Mode>
-__attribute__((noinline)) void SparseRow(T lr, T m, const T* __restrict__ g,
-                                         T* __restrict__ v, T* __restrict__ w,
-                                         T* __restrict__ out, int64_t d) {
+__attribute__((noinline)) void SparseRow(T lr, T m, const T* g, T* __restrict__ v,
+                                         T* __restrict__ w, T* out, int64_t d) {
   // Not inlined: inlined into the handler, GCC left this loop scalar (3 to 4
   // times slower on rows of 64 floats).
   for (int64_t j = 0; j < d; ++j) {
@@ -448,13 +449,20 @@ __attribute__((noinline)) void SparseRow(T lr, T m, const T* __restrict__ g,
   }
 }
 
+// Slices per task when the rows are split between threads, and the fewest
+// elements worth splitting: a row of a large table is a wait on memory, and
+// one thread keeps only so many waits in flight.
+constexpr int64_t kRowsPerTask = 256;
+constexpr int64_t kParallelRows = int64_t{1} << 14;
+
+// Slices [lo, hi) of the step.
 template <typename T, int64_t Mode>
-void SparseRows(T lr, T m, const T* g, const int32_t* indices, int64_t n, int64_t d,
-                int64_t rows, T* v, T* w, T* out) {
+void SparseRows(T lr, T m, const T* g, const int32_t* indices, int64_t lo, int64_t hi,
+                int64_t d, int64_t rows, T* v, T* w, T* out) {
   std::vector<T> zeros;  // the velocity a row outside the table reads
-  for (int64_t i = 0; i < n; ++i) {
-    Prefetch(v, indices, i, n, d, rows);
-    Prefetch(w, indices, i, n, d, rows);
+  for (int64_t i = lo; i < hi; ++i) {
+    Prefetch(v, indices, i, hi, d, rows);
+    Prefetch(w, indices, i, hi, d, rows);
     const int64_t r = Row(indices[i], rows);
     const T* gi = g + i * d;
     T* oi = out != nullptr ? out + i * d : nullptr;
@@ -468,12 +476,29 @@ void SparseRows(T lr, T m, const T* g, const int32_t* indices, int64_t n, int64_
   }
 }
 
+// Runs rows(lo, hi) over the n slices: split between the pool's threads when
+// `unique` (no two slices share a row of the table, so the order of the
+// slices does not matter) and there are enough of them, else in order on
+// the calling thread.
+template <typename F>
+void ForRows(ffi::ThreadPool& pool, int64_t n, int64_t d, bool unique, F rows) {
+  if (!unique || n * d < kParallelRows) {
+    rows(int64_t{0}, n);
+    return;
+  }
+  const int64_t tasks = (n + kRowsPerTask - 1) / kRowsPerTask;
+  ParallelFor(pool, tasks, true, [&](int64_t t) {
+    rows(t * kRowsPerTask, std::min(n, (t + 1) * kRowsPerTask));
+  });
+}
+
 // Arguments: lr[1], m[1], values [n, d...], indices [n], then the velocity
 // (modes that keep one) and the parameter (modes that write it), each a
 // [rows, d...] table. Results: the velocity, then the parameter or the
 // update's rows [n, d...].
 template <typename T>
-ffi::Error SparseTyped(ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t mode) {
+ffi::Error SparseTyped(ffi::ThreadPool& pool, ffi::RemainingArgs args,
+                       ffi::RemainingRets rets, int64_t mode) {
   auto lr = args.get<ffi::AnyBuffer>(0);
   auto m = args.get<ffi::AnyBuffer>(1);
   auto values = args.get<ffi::AnyBuffer>(2);
@@ -515,46 +540,50 @@ ffi::Error SparseTyped(ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t
   const T m_ = *static_cast<const T*>(m->untyped_data());
   const T* g = static_cast<const T*>(values->untyped_data());
   const int32_t* idx = indices->typed_data();
-  // One thread: XLA's pool takes longer to wake than these rows take.
-  switch (mode) {
-    case kVelocity:
-      SparseRows<T, kVelocity>(lr_, m_, g, idx, n, d, table, v, w, out);
-      break;
-    case kNesterovUpdate:
-      SparseRows<T, kNesterovUpdate>(lr_, m_, g, idx, n, d, table, v, w, out);
-      break;
-    case kApply:
-      SparseRows<T, kApply>(lr_, m_, g, idx, n, d, table, v, w, out);
-      break;
-    case kApplyNesterov:
-      SparseRows<T, kApplyNesterov>(lr_, m_, g, idx, n, d, table, v, w, out);
-      break;
-    case kApplyNoVelocity:
-      SparseRows<T, kApplyNoVelocity>(lr_, m_, g, idx, n, d, table, v, w, out);
-      break;
-  }
+  // Every mode but kApplyNoVelocity has unique rows (summed first).
+  const bool unique = mode != kApplyNoVelocity;
+  ForRows(pool, n, d, unique, [&](int64_t lo, int64_t hi) {
+    switch (mode) {
+      case kVelocity:
+        SparseRows<T, kVelocity>(lr_, m_, g, idx, lo, hi, d, table, v, w, out);
+        break;
+      case kNesterovUpdate:
+        SparseRows<T, kNesterovUpdate>(lr_, m_, g, idx, lo, hi, d, table, v, w, out);
+        break;
+      case kApply:
+        SparseRows<T, kApply>(lr_, m_, g, idx, lo, hi, d, table, v, w, out);
+        break;
+      case kApplyNesterov:
+        SparseRows<T, kApplyNesterov>(lr_, m_, g, idx, lo, hi, d, table, v, w, out);
+        break;
+      case kApplyNoVelocity:
+        SparseRows<T, kApplyNoVelocity>(lr_, m_, g, idx, lo, hi, d, table, v, w, out);
+        break;
+    }
+  });
   return ffi::Error::Success();
 }
 
-ffi::Error SparseStep(ffi::RemainingArgs args, ffi::RemainingRets rets, int64_t mode) {
+ffi::Error SparseStep(ffi::ThreadPool pool, ffi::RemainingArgs args,
+                      ffi::RemainingRets rets, int64_t mode) {
   if (mode < kVelocity || mode > kApplyNoVelocity) return Fail("unknown mode");
   auto values = args.get<ffi::AnyBuffer>(2);
   if (!values.has_value()) return Fail("no values");
   switch (values->element_type()) {
     case ffi::DataType::F32:
-      return SparseTyped<float>(args, rets, mode);
+      return SparseTyped<float>(pool, args, rets, mode);
     case ffi::DataType::F64:
-      return SparseTyped<double>(args, rets, mode);
+      return SparseTyped<double>(pool, args, rets, mode);
     default:
       return Fail("only float32 and float64 are supported");
   }
 }
 
 template <typename T>
-void AddRows(const T* x, const int32_t* indices, int64_t n, int64_t d, int64_t rows,
-             T* w) {
-  for (int64_t i = 0; i < n; ++i) {
-    Prefetch(w, indices, i, n, d, rows);
+void AddRows(const T* x, const int32_t* indices, int64_t lo, int64_t hi, int64_t d,
+             int64_t rows, T* w) {
+  for (int64_t i = lo; i < hi; ++i) {
+    Prefetch(w, indices, i, hi, d, rows);
     const int64_t r = Row(indices[i], rows);
     if (r < 0) continue;
     T* __restrict__ wr = w + r * d;
@@ -563,8 +592,9 @@ void AddRows(const T* x, const int32_t* indices, int64_t n, int64_t d, int64_t r
   }
 }
 
-ffi::Error ScatterAdd(ffi::AnyBuffer values, ffi::Buffer<ffi::S32> indices,
-                      ffi::AnyBuffer table, ffi::Result<ffi::AnyBuffer> out) {
+ffi::Error ScatterAdd(ffi::ThreadPool pool, ffi::AnyBuffer values,
+                      ffi::Buffer<ffi::S32> indices, ffi::AnyBuffer table,
+                      ffi::Result<ffi::AnyBuffer> out, bool unique) {
   const int64_t n = static_cast<int64_t>(indices.element_count());
   int64_t d;
   if (!RowSize(values, n, &d)) return Fail("values do not split into rows");
@@ -581,12 +611,16 @@ ffi::Error ScatterAdd(ffi::AnyBuffer values, ffi::Buffer<ffi::S32> indices,
   void* w = out->untyped_data();
   switch (values.element_type()) {
     case ffi::DataType::F32:
-      AddRows<float>(static_cast<const float*>(x), indices.typed_data(), n, d, rows,
-                     static_cast<float*>(w));
+      ForRows(pool, n, d, unique, [&](int64_t lo, int64_t hi) {
+        AddRows<float>(static_cast<const float*>(x), indices.typed_data(), lo, hi, d,
+                       rows, static_cast<float*>(w));
+      });
       return ffi::Error::Success();
     case ffi::DataType::F64:
-      AddRows<double>(static_cast<const double*>(x), indices.typed_data(), n, d, rows,
-                      static_cast<double*>(w));
+      ForRows(pool, n, d, unique, [&](int64_t lo, int64_t hi) {
+        AddRows<double>(static_cast<const double*>(x), indices.typed_data(), lo, hi, d,
+                        rows, static_cast<double*>(w));
+      });
       return ffi::Error::Success();
     default:
       return Fail("only float32 and float64 are supported");
@@ -613,13 +647,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdSumDuplicates, SumDuplicates,
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdSparseStep, SparseStep,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .RemainingArgs()
                                   .RemainingRets()
                                   .Attr<int64_t>("mode"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdScatterAdd, ScatterAdd,
                               ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::AnyBuffer>()
-                                  .Ret<ffi::AnyBuffer>());
+                                  .Ret<ffi::AnyBuffer>()
+                                  .Attr<bool>("unique"));
