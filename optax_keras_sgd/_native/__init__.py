@@ -184,12 +184,13 @@ def step(
   params: list[jax.Array] | None,
 ) -> tuple[list[jax.Array] | None, list[jax.Array] | None]:
   """The kernel over lists of leaves, one call per dtype and up to
-  `LEAVES_PER_CALL` leaves (`LARGE_LEAVES_PER_CALL` large ones): returns the new velocities (None in
-  `APPLY_NO_VELOCITY`) and the new parameters or the Nesterov update (None in
-  `VELOCITY`). `scalars` holds each dtype's `(lr, m, clipvalue, clipnorm)`;
-  `clip` (bits `CLIP_VALUE`, `CLIP_NORM`) says which clips apply to each
-  gradient first. `reference(mode, clip, scalars, grads, velocities,
-  params)` is the same arithmetic in XLA, for differentiation."""
+  `LEAVES_PER_CALL` leaves (`LARGE_LEAVES_PER_CALL` large ones): returns the
+  new velocities (None in `APPLY_NO_VELOCITY`) and the new parameters or the
+  Nesterov update (None in `VELOCITY`). `scalars` holds each dtype's `(lr,
+  m, clipvalue, clipnorm)`; `clip` (bits `CLIP_VALUE`, `CLIP_NORM`) says
+  which clips apply to each gradient first. `reference(mode, clip, scalars,
+  grads, velocities, params)` is the same arithmetic in XLA, for
+  differentiation."""
   new_v: list[Any] = [None] * len(grads)
   out: list[Any] = [None] * len(grads)
   groups = []
