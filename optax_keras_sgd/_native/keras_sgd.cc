@@ -25,8 +25,11 @@
 //   OptaxKerasSgdSumDuplicates  sums the values of duplicate indices
 //       (`unsorted_segment_sum` over the unique rows, in ascending order);
 //   OptaxKerasSgdSparseStep     `ResourceSparseApplyKerasMomentum` on those
-//       rows only (the same modes, the velocity and parameters in place);
+//       rows only (the same modes, the velocity and parameters in place; an
+//       update's rows are written over the values);
 //   OptaxKerasSgdScatterAdd     adds rows of values into a table in place.
+// Rows known to be unique (summed first, or the `unique` attribute) are split
+// between the pool's threads; others are taken in order on one thread.
 // A negative index counts from the end of the table, as in JAX's indexing;
 // rows outside the table read zeros and are never written.
 
