@@ -480,12 +480,15 @@ void SparseRows(T lr, T m, const T* g, const int32_t* indices, int64_t lo, int64
 }
 
 // Runs rows(lo, hi) over the n slices: split between the pool's threads when
-// `unique` (no two slices share a row of the table, so the order of the
-// slices does not matter) and there are enough of them, else in order on
-// the calling thread.
+// `unique` (no two indices are equal, so no two slices share a row of the
+// table and their order does not matter) and there are enough of them, else
+// in order on the calling thread. A negative index may name the row of
+// another index, so with one the slices are taken in order too.
 template <typename F>
-void ForRows(ffi::ThreadPool& pool, int64_t n, int64_t d, bool unique, F rows) {
-  if (!unique || n * d < kParallelRows) {
+void ForRows(ffi::ThreadPool& pool, const int32_t* indices, int64_t n, int64_t d,
+             bool unique, F rows) {
+  if (!unique || n * d < kParallelRows ||
+      std::any_of(indices, indices + n, [](int32_t i) { return i < 0; })) {
     rows(int64_t{0}, n);
     return;
   }
@@ -545,7 +548,7 @@ ffi::Error SparseTyped(ffi::ThreadPool& pool, ffi::RemainingArgs args,
   const int32_t* idx = indices->typed_data();
   // Every mode but kApplyNoVelocity has unique rows (summed first).
   const bool unique = mode != kApplyNoVelocity;
-  ForRows(pool, n, d, unique, [&](int64_t lo, int64_t hi) {
+  ForRows(pool, idx, n, d, unique, [&](int64_t lo, int64_t hi) {
     switch (mode) {
       case kVelocity:
         SparseRows<T, kVelocity>(lr_, m_, g, idx, lo, hi, d, table, v, w, out);
@@ -614,13 +617,13 @@ ffi::Error ScatterAdd(ffi::ThreadPool pool, ffi::AnyBuffer values,
   void* w = out->untyped_data();
   switch (values.element_type()) {
     case ffi::DataType::F32:
-      ForRows(pool, n, d, unique, [&](int64_t lo, int64_t hi) {
+      ForRows(pool, indices.typed_data(), n, d, unique, [&](int64_t lo, int64_t hi) {
         AddRows<float>(static_cast<const float*>(x), indices.typed_data(), lo, hi, d,
                        rows, static_cast<float*>(w));
       });
       return ffi::Error::Success();
     case ffi::DataType::F64:
-      ForRows(pool, n, d, unique, [&](int64_t lo, int64_t hi) {
+      ForRows(pool, indices.typed_data(), n, d, unique, [&](int64_t lo, int64_t hi) {
         AddRows<double>(static_cast<const double*>(x), indices.typed_data(), lo, hi, d,
                         rows, static_cast<double*>(w));
       });
