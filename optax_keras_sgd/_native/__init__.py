@@ -66,13 +66,6 @@ CLIP_VALUE, CLIP_NORM = 1, 2
 # one instruction's operand count: a momentum step over 2,000 leaves in one
 # call compiled in 27 s, in calls of 64 leaves in 1.8 s (16 to 64 are alike).
 LEAVES_PER_CALL = 64
-# Large leaves (`LARGE_LEAF` elements or more, one of the kernel's blocks)
-# are few in any model, and go in calls of up to `LARGE_LEAVES_PER_CALL`:
-# the ResNet-like tree's 42 large tensors in one call instead of spread over
-# three took its facade step from 13.2-14.7 to 12.4-13.9 ms (torch fused
-# 11.4-12.5) in each of six interleaved runs.
-LARGE_LEAF = 1 << 16
-LARGE_LEAVES_PER_CALL = 256
 
 # The arithmetic a kernel call stands for, in XLA: `reference(mode, *args)`
 # returns what the call returns; calls are differentiated through it.
@@ -184,22 +177,19 @@ def step(
   params: list[jax.Array] | None,
 ) -> tuple[list[jax.Array] | None, list[jax.Array] | None]:
   """The kernel over lists of leaves, one call per dtype and up to
-  `LEAVES_PER_CALL` leaves (`LARGE_LEAVES_PER_CALL` large ones): returns the
-  new velocities (None in `APPLY_NO_VELOCITY`) and the new parameters or the
-  Nesterov update (None in `VELOCITY`). `scalars` holds each dtype's `(lr,
-  m, clipvalue, clipnorm)`; `clip` (bits `CLIP_VALUE`, `CLIP_NORM`) says
-  which clips apply to each gradient first. `reference(mode, clip, scalars,
-  grads, velocities, params)` is the same arithmetic in XLA, for
-  differentiation."""
+  `LEAVES_PER_CALL` leaves: returns the new velocities (None in
+  `APPLY_NO_VELOCITY`) and the new parameters or the Nesterov update (None in
+  `VELOCITY`). `scalars` holds each dtype's `(lr, m, clipvalue, clipnorm)`;
+  `clip` (bits `CLIP_VALUE`, `CLIP_NORM`) says which clips apply to each
+  gradient first. `reference(mode, clip, scalars, grads, velocities,
+  params)` is the same arithmetic in XLA, for differentiation."""
   new_v: list[Any] = [None] * len(grads)
   out: list[Any] = [None] * len(grads)
   groups = []
   for dtype in dict.fromkeys(g.dtype for g in grads):
     same = [i for i, g in enumerate(grads) if g.dtype == dtype]
-    large = [i for i in same if grads[i].size >= LARGE_LEAF]
-    small = [i for i in same if grads[i].size < LARGE_LEAF]
-    for idx, per in ((large, LARGE_LEAVES_PER_CALL), (small, LEAVES_PER_CALL)):
-      groups += [(dtype, idx[k : k + per]) for k in range(0, len(idx), per)]
+    chunks = range(0, len(same), LEAVES_PER_CALL)
+    groups += [(dtype, same[k : k + LEAVES_PER_CALL]) for k in chunks]
   for dtype, idx in groups:
     pick = lambda xs, idx=idx: None if xs is None else tuple(xs[i] for i in idx)  # noqa: E731
     vs, os_ = _call(
