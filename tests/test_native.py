@@ -521,7 +521,10 @@ print(json.dumps([oks.native_status().available, oks.native_status().detail,
 
 
 def _run_without(env_update, tmp_path):
-  env = {**os.environ, "OPTAX_KERAS_SGD_CACHE_DIR": str(tmp_path), **env_update}
+  """`_CHECK` in a fresh process with `env_update`; the kernel is on unless
+  `env_update` turns it off, whatever the caller's environment says."""
+  env = {k: v for k, v in os.environ.items() if k != "OPTAX_KERAS_SGD_NATIVE"}
+  env.update({"OPTAX_KERAS_SGD_CACHE_DIR": str(tmp_path), **env_update})
   out = subprocess.run(
     [sys.executable, "-c", _CHECK], env=env, capture_output=True, text=True, check=True
   )
