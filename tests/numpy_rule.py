@@ -56,6 +56,12 @@ def _on_values(fn, g):
   return fn(g)
 
 
+def velocity(v, g, lr, m):
+  """Keras's momentum velocity, each product rounded: `m * v - lr * g` (the
+  Nesterov update has the same form, from the new velocity)."""
+  return m * v - lr * g
+
+
 def _sparse_step(w, v, g, lr, m, nesterov):
   values, indices, _ = g
   if m is None:
@@ -66,8 +72,8 @@ def _sparse_step(w, v, g, lr, m, nesterov):
   for x, r in zip(values, indices):
     summed[r] = summed.get(r, np.zeros_like(x)) + x
   for r, x in summed.items():
-    v[r] = m * v[r] - lr * x
-    w[r] = w[r] + (m * v[r] - lr * x if nesterov else v[r])
+    v[r] = velocity(v[r], x, lr, m)
+    w[r] = w[r] + (velocity(v[r], x, lr, m) if nesterov else v[r])
 
 
 def run(
@@ -112,7 +118,7 @@ def run(
         ws[i] = w - lr * g
       else:
         m = _hyper(momentum, dtype)
-        vs[i] = m * vs[i] - lr * g
-        ws[i] = w + (m * vs[i] - lr * g if nesterov else vs[i])
+        vs[i] = velocity(vs[i], g, lr, m)
+        ws[i] = w + (velocity(vs[i], g, lr, m) if nesterov else vs[i])
     out.append([w.copy() for w in ws])
   return out

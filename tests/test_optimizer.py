@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 
@@ -106,12 +107,10 @@ def test_few_small_slots_stay_arrays_of_their_own(monkeypatch):
   assert opt._runner._pack.layout.packed == (0, 1, 2, 4)
 
 
-LR, M = np.float32(0.1), np.float32(0.9)
-
-
-def _velocity(v, g):
-  """Keras's velocity rule in NumPy (float32, each product rounded)."""
-  return M * v - LR * g
+# Keras's velocity rule at these tests' float32 learning rate and momentum.
+_velocity = functools.partial(
+  numpy_rule.velocity, lr=np.float32(0.1), m=np.float32(0.9)
+)
 
 
 def _problem(steps, shapes=PACKED_SHAPES, seed=0):
