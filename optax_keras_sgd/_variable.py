@@ -85,7 +85,12 @@ class Variable:
       and not isinstance(initial_value, bool)
     ):
       dtype = jnp.float32 if isinstance(initial_value, float) else jnp.int32
-    self._value = jnp.asarray(initial_value, dtype=dtype)
+    self._value = (
+      initial_value  # as `jnp.asarray` would return it, without its dispatch
+      if isinstance(initial_value, jax.Array)
+      and (dtype is None or initial_value.dtype == dtype)
+      else jnp.asarray(initial_value, dtype=dtype)
+    )
     number = next(_counter)
     self._name = (
       name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +46,55 @@ def test_one_compile_for_changing_hyperparameters_and_callables():
   opt.learning_rate = 0.01
   opt.apply_gradients([(jnp.ones(8), w[0]), (jnp.ones((2, 3)), w[1])])
   assert opt.compiled_count() == 1
+
+
+def _eager_calls(step) -> list[str]:
+  """The eager JAX operations `step()` runs (an array made, a dtype cast),
+  counted as calls of JAX's eager path, `dispatch.apply_primitive`; each is
+  a dispatch that costs as much as a small model's whole compiled step."""
+  from jax._src import dispatch
+
+  eager = dispatch.apply_primitive.__code__
+  calls: list[str] = []
+
+  def profile(frame, event, arg):
+    if event == "call" and frame.f_code is eager:
+      calls.append(frame.f_back.f_code.co_name)
+
+  sys.setprofile(profile)
+  try:
+    step()
+  finally:
+    sys.setprofile(None)
+  return calls
+
+
+STEADY = [
+  lambda: SGD(0.1),
+  lambda: SGD(0.1, momentum=0.9, nesterov=True),
+  lambda: SGD(schedules.ExponentialDecay(0.1, 10, 0.5), momentum=0.9, decay=0.01),
+]
+
+
+@pytest.mark.parametrize("make", STEADY, ids=["plain", "nesterov", "schedule"])
+def test_a_steady_step_is_one_compiled_call_and_no_eager_operation(make):
+  w = [Variable(jnp.ones(8)), Variable(jnp.ones((2, 3)))]
+  grads = [jnp.ones(8), jnp.ones((2, 3))]
+  opt = make()
+  opt.apply_gradients(zip(grads, w))  # compiles; slots are made
+  assert _eager_calls(lambda: opt.apply_gradients(zip(grads, w))) == []
+  params = {"a": jnp.ones(8), "b": jnp.ones(3)}
+  opt = make()
+  held = {"params": opt.update(params, params)}
+  for donate in (False, True):
+
+    def step(donate=donate):
+      held["params"] = opt.update(held["params"], params, donate=donate)
+
+    step()  # compiles the step with or without donation
+    compiled = opt.compiled_count()
+    assert _eager_calls(step) == []
+    assert opt.compiled_count() == compiled
 
 
 def test_arrays_the_user_holds_are_never_donated():

@@ -11,6 +11,7 @@ The velocities of small tensors travel packed in one buffer per dtype
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -150,7 +151,7 @@ class StepRunner:
     (`_hyperparameters`): a learning-rate schedule is traced into the step
     (it is `config.schedule`); momentum enters as a value, a schedule of it
     evaluated here at the current step."""
-    zero = jnp.zeros((), jnp.float32)
+    zero = _zero()
     learning_rate = zero if config.schedule else _hyperparameters.read(learning_rate)
     if config.use_momentum:
       momentum = _hyperparameters.value_at(momentum, counter.value())
@@ -182,12 +183,21 @@ class StepRunner:
       pack.store(buffers)
     for s, x in zip(own, velocities or []):
       s._value = x
-    counter._value = count.astype(counter.dtype)
+    counter._value = (
+      count if count.dtype == counter.dtype else count.astype(counter.dtype)
+    )
     skipped._value = new_skipped
     return new_values
 
   def compiled_count(self) -> int:
     return self._steps.compiled_count()
+
+
+@functools.cache
+def _zero() -> jax.Array:
+  """The float32 zero fed for a hyperparameter the step does not read;
+  made once (a new array each step is a dispatch, 20 us on a CPU)."""
+  return jnp.zeros((), jnp.float32)
 
 
 def sole_owner(variables: list[Any]) -> bool:
