@@ -206,6 +206,7 @@ README_ROWS = (
   ("ResNet-50-like", "momentum"),
   ("transformer-like", "momentum"),
   ("1000 tiny leaves", "momentum"),
+  ("small MLP", "momentum"),
 )
 README_COLUMNS = {
   "ours (sgd)": "ours (sgd)",

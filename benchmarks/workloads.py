@@ -48,6 +48,13 @@ def transformer_like(layers: int = 83, d: int = 128) -> list[tuple[int, ...]]:
   return shapes
 
 
+def small_mlp() -> list[tuple[int, ...]]:
+  """A 784-128-10 perceptron's 4 tensors (102K parameters): what a step
+  costs beyond its arithmetic, on the models of tutorials and small
+  reinforcement-learning policies."""
+  return [(784, 128), (128,), (128, 10), (10,)]
+
+
 def tiny_leaves(count: int = 1000, size: int = 64) -> list[tuple[int, ...]]:
   """1,000 leaves of 64 floats: dispatch, not bandwidth, dominates."""
   return [(size,)] * count
@@ -58,6 +65,7 @@ WORKLOADS = {
   "ResNet-50-like": resnet50_like,
   "transformer-like": transformer_like,
   "1000 tiny leaves": tiny_leaves,
+  "small MLP": small_mlp,
 }
 
 
