@@ -231,6 +231,11 @@ docs/performance.md.
 """
 
 
+def _ms(value: float) -> str:
+  """A time in ms: one decimal, three below 1 ms (the small MLP's steps)."""
+  return f"{value:.1f}" if value >= 1 else f"{value:.3f}"
+
+
 def readme_table(rows) -> str:
   """The README's short table (ms/step) from `step_table`'s rows."""
   ms = {(name, variant, peer): value for name, variant, peer, value, *_ in rows}
@@ -240,7 +245,7 @@ def readme_table(rows) -> str:
   ]
   for name, variant in README_ROWS:
     cells = [
-      f"{ms[name, variant, peer]:.1f}" if (name, variant, peer) in ms else "n/a"
+      _ms(ms[name, variant, peer]) if (name, variant, peer) in ms else "n/a"
       for peer in README_COLUMNS
     ]
     lines.append(f"| {name} | {variant} | " + " | ".join(cells) + " |")

@@ -79,12 +79,14 @@ def test_write_outputs_fills_the_readme_table_and_results(tmp_path):
   rows = [
     ("32M tensor", "momentum", "ours (sgd)", 15.84, 42.0, 1.0, 1.0),
     ("32M tensor", "momentum", "torch fused", 12.04, 55.0, 0.8, 0.76),
+    ("small MLP", "momentum", "torch fused", 0.0414, 49.0, 0.3, 0.2),
   ]
   run.write_outputs("## the report\n", rows, root=str(tmp_path))
   text = (tmp_path / "README.md").read_text()
   assert text.startswith("intro\n<!-- performance-table -->\n| workload |")
   assert "| 32M tensor | momentum | 15.8 | n/a | n/a | n/a | n/a | n/a | 12.0 |" in text
   assert "| ResNet-50-like | momentum | n/a |" in text and "old" not in text
+  assert text.count("| 0.041 |") == 1  # sub-millisecond steps keep their digits
   assert text.endswith("<!-- /performance-table -->\nend\n")
   results = (tmp_path / "benchmarks" / "RESULTS.md").read_text()
   assert results.startswith("# Benchmark results") and "## the report" in results
