@@ -64,6 +64,8 @@ def hold(name: str, value: Any, current: Any = None) -> Any:
 def read(value: Any) -> Any:
   """The value to feed the compiled step: the schedule itself, or a float32
   scalar array (a zero-argument callable is called now)."""
+  if isinstance(value, Variable):  # the common case, first: never a schedule
+    return value.value()
   if is_schedule(value):
     return value
   if is_zero_argument_callable(value):
@@ -202,7 +204,7 @@ def keras_config(opt: Any) -> dict[str, Any]:
 def value_at(value: Any, count: Any) -> Any:
   """What to feed the step at step `count`: a schedule evaluated there (the
   count as float32), anything else as `read` gives it."""
-  if is_schedule(value):
+  if not isinstance(value, Variable) and is_schedule(value):
     return read(value(jnp.asarray(count, jnp.float32)))
   return read(value)
 

@@ -10,11 +10,10 @@ The velocities of small tensors travel packed in one buffer per dtype
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,9 +23,9 @@ from optax_keras_sgd import _alias, _non_finite, _sparse, _state
 from optax_keras_sgd._facade import _hyperparameters, _packing
 
 
-@dataclasses.dataclass(frozen=True)
-class StepConfig:
-  """Everything that shapes the compiled program (hashable, static)."""
+class StepConfig(NamedTuple):
+  """Everything that shapes the compiled program (hashable, static; a
+  tuple, made and hashed on every step at little cost)."""
 
   schedule: Callable[[Any], Any] | None
   use_momentum: bool
