@@ -61,11 +61,12 @@ def _eager_calls(step) -> list[str]:
     if event == "call" and frame.f_code is eager:
       calls.append(frame.f_back.f_code.co_name)
 
+  before = sys.getprofile()
   sys.setprofile(profile)
   try:
     step()
   finally:
-    sys.setprofile(None)
+    sys.setprofile(before)
   return calls
 
 
@@ -83,6 +84,7 @@ def test_a_steady_step_is_one_compiled_call_and_no_eager_operation(make):
   opt = make()
   opt.apply_gradients(zip(grads, w))  # compiles; slots are made
   assert _eager_calls(lambda: opt.apply_gradients(zip(grads, w))) == []
+  assert opt.compiled_count() == 1
   params = {"a": jnp.ones(8), "b": jnp.ones(3)}
   opt = make()
   held = {"params": opt.update(params, params)}
