@@ -82,9 +82,11 @@ def test_a_steady_step_is_one_compiled_call_and_no_eager_operation(make):
   w = [Variable(jnp.ones(8)), Variable(jnp.ones((2, 3)))]
   grads = [jnp.ones(8), jnp.ones((2, 3))]
   opt = make()
-  opt.apply_gradients(zip(grads, w))  # compiles; slots are made
+  for _ in range(2):  # compiles (with and without donation); makes the slots
+    opt.apply_gradients(zip(grads, w))
+  compiled = opt.compiled_count()
   assert _eager_calls(lambda: opt.apply_gradients(zip(grads, w))) == []
-  assert opt.compiled_count() == 1
+  assert opt.compiled_count() == compiled
   params = {"a": jnp.ones(8), "b": jnp.ones(3)}
   opt = make()
   held = {"params": opt.update(params, params)}
@@ -97,6 +99,20 @@ def test_a_steady_step_is_one_compiled_call_and_no_eager_operation(make):
     compiled = opt.compiled_count()
     assert _eager_calls(step) == []
     assert opt.compiled_count() == compiled
+
+
+def test_keeping_the_returned_step_count_keeps_the_velocity_in_place():
+  # `step = opt.apply_gradients(...)` holds the counter's array; the
+  # velocity is still donated, so each step writes it where it was.
+  w = Variable(jnp.ones(1 << 16))
+  opt = SGD(0.1, momentum=0.9)
+  buffers = []
+  for _ in range(4):
+    step = opt.apply_gradients([(jnp.ones(1 << 16), w)])
+    buffers.append(opt.get_slot(w, "momentum").value().unsafe_buffer_pointer())
+  assert int(step) == 4
+  assert len(set(buffers)) == 1
+  assert opt.compiled_count() == 1
 
 
 def test_arrays_the_user_holds_are_never_donated():

@@ -94,13 +94,15 @@ class CompiledSteps:
     config: StepConfig,
     layout: _packing.Layout | None,
     donate_values: bool,
-    donate_state: bool,
+    donate_velocities: bool,
   ) -> Callable[..., Any]:
     """The step for `config` and `layout`; donating the values (argument 0)
-    and the velocities and counters (arguments 2 to 4) as asked."""
-    key = (config, layout, donate_values, donate_state)
+    and the velocities (argument 2) as asked. The step count and the count
+    of skipped steps are scalars, never donated: the count `apply_gradients`
+    returns shares the counter's array, and a user may keep it."""
+    key = (config, layout, donate_values, donate_velocities)
     if key not in self._cache:
-      donate = ((0,) if donate_values else ()) + ((2, 3, 4) if donate_state else ())
+      donate = ((0,) if donate_values else ()) + ((2,) if donate_velocities else ())
       fn = lambda *args: packed_step(config, layout, *args)  # noqa: E731
       self._cache[key] = jax.jit(fn, donate_argnums=donate)
     return self._cache[key]
@@ -165,7 +167,7 @@ class StepRunner:
       config,
       layout,
       donate_values=donate_values,
-      donate_state=sole_owner(own + [counter, skipped]),
+      donate_velocities=sole_owner(own),
     )
     velocities = [s.value() for s in own]
     new_values, velocities, count, new_skipped = step(
