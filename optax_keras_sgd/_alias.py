@@ -168,9 +168,18 @@ def transformation(p: Parts) -> optax.GradientTransformation:
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def update_and_apply(p: Parts, grads: Any, state: Any, params: Any):
+def update_and_apply(
+  p: Parts, grads: Any, state: Any, params: Any, *, in_place: bool = True
+):
   """`transformation(p)`'s update applied to `params`: returns the new
-  parameters and state, in one native pass when the step allows it."""
+  parameters and state, in one native pass when the step allows it and
+  `params`' buffers are donated (`in_place`). Without donation XLA would
+  copy each parameter into a new buffer for that pass to write over; the
+  update is then `transformation(p)`'s (its velocities in place) and XLA's
+  add writes the new parameters once."""
+  if not in_place:
+    updates, state = transformation(p).update(grads, state, params)
+    return _sparse.apply_updates(params, updates), state
   gradient_state, (scale, trace) = state[:-2], state[-2:]
   fused = _fused.apply(
     p.settings, p.gradients, grads, gradient_state, scale, trace, params

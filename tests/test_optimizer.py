@@ -127,6 +127,25 @@ def test_arrays_the_user_holds_are_never_donated():
   np.testing.assert_allclose(slot_value, np.full(16, -0.1), rtol=1e-6)
 
 
+def test_a_large_step_that_cannot_donate_says_why_once():
+  big = Variable(jnp.ones(1 << 20), name="kernel")
+  small = Variable(jnp.ones(16), name="bias")
+  opt = SGD(0.1, momentum=0.9)
+  grads = [jnp.ones(1 << 20), jnp.ones(16)]
+  held = small.value()  # too small to matter: no warning
+  opt.apply_gradients(zip(grads, [big, small]))
+  held = [big.value(), small.value()]  # `params = [v.value() ...]`
+  with pytest.warns(
+    UserWarning,
+    match=r"2 of 2 Variables in place \(1,048,592 elements; the first is 'kernel'\)",
+  ):
+    opt.apply_gradients(zip(grads, [big, small]))
+  np.testing.assert_array_equal(held[0], np.float32(1) - np.float32(0.1))  # intact
+  opt.apply_gradients(zip(grads, [big, small]))  # once (warnings are errors)
+  del held
+  np.testing.assert_allclose(big.numpy()[:2], 1 - 0.1 * (1 + 1.9 + 2.71), rtol=1e-6)
+
+
 def test_buffers_owned_by_the_optimizer_are_donated():
   w = Variable(jnp.ones(16))
   opt = SGD(0.1, momentum=0.9)

@@ -8,9 +8,12 @@ once are not repeated on later steps with the same inputs.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from typing import Any, NamedTuple, cast
 
 import jax
+import numpy as np
 
 from optax_keras_sgd import _sparse, _validation
 from optax_keras_sgd._facade import _inputs, _runner
@@ -41,6 +44,7 @@ class VariableBinding:
     self._use_momentum = use_momentum
     self._dtypes: dict[int, Any] = {}  # id(Variable) -> the dtype checked
     self._last = _Checked((), [], [], [])
+    self._warned = False  # `_warn_not_in_place`, once
 
   def add(self, v: Variable) -> None:
     """Checks `v` the first time it is seen with its dtype and makes its slot."""
@@ -71,9 +75,38 @@ class VariableBinding:
       self._last = _Checked(ids, variables, slots, signature)
     return self._last.slots
 
-  @staticmethod
-  def donate(variables: list[Variable]) -> bool:
-    return _runner.sole_owner(variables)
+  def donate(self, variables: list[Variable]) -> bool:
+    """Whether the step may donate the Variables' arrays: each is held by
+    its Variable alone. The first time a large step cannot, warns why."""
+    if _runner.sole_owner(variables):
+      return True
+    if not self._warned:
+      self._warned = _warn_not_in_place(variables)
+    return False
+
+
+# Elements of the Variables a step cannot update in place, from which that
+# step warns (once per optimizer): below it, new arrays cost little.
+NOT_IN_PLACE_WARNING = 1 << 20
+
+
+def _warn_not_in_place(variables: list[Variable]) -> bool:
+  """Warns if the Variables held elsewhere are large; returns whether it
+  did."""
+  held = [v for v in variables if sys.getrefcount(v._value) > 2]
+  size = sum(int(np.prod(v.shape, dtype=np.int64)) for v in held)
+  if size < NOT_IN_PLACE_WARNING:
+    return False
+  warnings.warn(
+    f"apply_gradients cannot update {len(held)} of {len(variables)} "
+    f"Variables in place ({size:,} elements; the first is '{held[0].name}'): "
+    "their arrays are also referenced elsewhere, such as `params = "
+    "var.value()` kept through the step, and donating them would delete "
+    "those arrays. Each step then writes new arrays, several times slower "
+    "on large models. Drop such references before the step (`del params`).",
+    stacklevel=4,
+  )
+  return True
 
 
 class PytreeBinding:

@@ -215,8 +215,9 @@ class SGD(KerasWeights):
         self._aggregate_gradients(list(zip(grads, variables)))
       )
     if variables:  # Keras takes no step for an empty list
-      slots = self._bind(_binding.VariableBinding).slots(grads, variables)
-      donate = _binding.VariableBinding.donate(variables)
+      binding = self._bind(_binding.VariableBinding)
+      slots = binding.slots(grads, variables)
+      donate = binding.donate(variables)
       new_values = self._run([v._value for v in variables], grads, slots, donate)
       for v, x in zip(variables, new_values):
         v._value = x

@@ -37,9 +37,22 @@ class StepConfig(NamedTuple):
   skip_non_finite: bool = False
 
 
-def step(config: StepConfig, values, grads, velocities, count, skipped, lr, momentum):
+def step(
+  config: StepConfig,
+  values,
+  grads,
+  velocities,
+  count,
+  skipped,
+  lr,
+  momentum,
+  *,
+  in_place: bool = True,
+):
   """One step of `sgd` built from `config` over lists of arrays: returns the
   new values, velocities (None without momentum), count and skipped count.
+  `in_place`: the values' buffers are donated, so one native pass may write
+  the new values over them (`_alias.update_and_apply`).
   Traceable; the facade jits it, Keras 3's trainer traces it in its step."""
   parts = _alias.parts(
     config.schedule if config.schedule is not None else lr,
@@ -64,20 +77,28 @@ def step(config: StepConfig, values, grads, velocities, count, skipped, lr, mome
     skipped = _non_finite.skipped_steps(state)
   else:
     # One native pass over the values when it can run (`_fused`).
-    new_values, state = _alias.update_and_apply(parts, grads, state, values)
+    new_values, state = _alias.update_and_apply(
+      parts, grads, state, values, in_place=in_place
+    )
   return new_values, _state.velocity(state), _state.iterations(state), skipped
 
 
 def packed_step(
-  config: StepConfig, layout: _packing.Layout | None, values, grads, velocities, *rest
+  config: StepConfig,
+  layout: _packing.Layout | None,
+  in_place: bool,
+  values,
+  grads,
+  velocities,
+  *rest,
 ):
   """`step` with the velocities as `layout` packs them: `(buffers, others)`
   in and out (as they are, with no layout)."""
   if layout is None:
-    return step(config, values, grads, velocities, *rest)
+    return step(config, values, grads, velocities, *rest, in_place=in_place)
   velocities = layout.unpack(*velocities)
   new_values, velocities, count, skipped = step(
-    config, values, grads, velocities, *rest
+    config, values, grads, velocities, *rest, in_place=in_place
   )
   return new_values, layout.pack(velocities), count, skipped
 
@@ -103,7 +124,7 @@ class CompiledSteps:
     key = (config, layout, donate_values, donate_velocities)
     if key not in self._cache:
       donate = ((0,) if donate_values else ()) + ((2,) if donate_velocities else ())
-      fn = lambda *args: packed_step(config, layout, *args)  # noqa: E731
+      fn = lambda *args: packed_step(config, layout, donate_values, *args)  # noqa: E731
       self._cache[key] = jax.jit(fn, donate_argnums=donate)
     return self._cache[key]
 
