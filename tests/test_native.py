@@ -555,6 +555,7 @@ def test_without_the_kernel_the_step_is_xla_and_the_same(env, detail, tmp_path):
   np.testing.assert_array_equal(np.float32(w), rule[-1][0])
 
 
+@pytest.mark.integrations  # a build from source, end to end: 10 s, out of the fast tier
 def test_the_kernel_is_compiled_once_per_machine(tmp_path, native):
   first = _run_without({}, tmp_path)
   built = sorted(p.name for p in tmp_path.iterdir())
