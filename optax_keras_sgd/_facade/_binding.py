@@ -8,7 +8,6 @@ once are not repeated on later steps with the same inputs.
 
 from __future__ import annotations
 
-import sys
 import warnings
 from typing import Any, NamedTuple, cast
 
@@ -93,7 +92,7 @@ NOT_IN_PLACE_WARNING = 1 << 20
 def _warn_not_in_place(variables: list[Variable]) -> bool:
   """Warns if the Variables held elsewhere are large; returns whether it
   did."""
-  held = [v for v in variables if sys.getrefcount(v._value) > 2]
+  held = _runner.held_elsewhere(variables)
   size = sum(int(np.prod(v.shape, dtype=np.int64)) for v in held)
   if size < NOT_IN_PLACE_WARNING:
     return False

@@ -225,8 +225,14 @@ def _zero() -> jax.Array:
 def sole_owner(variables: list[Any]) -> bool:
   """True when each Variable's array is referenced by that Variable alone, so
   donating its buffer cannot invalidate an array a user still holds (such as
-  `val0 = var.value()` in the Keras examples). `sys.getrefcount` counts the
-  attribute and its own argument."""
+  `val0 = var.value()` in the Keras examples)."""
+  return not held_elsewhere(variables)
+
+
+def held_elsewhere(variables: list[Any]) -> list[Any]:
+  """The Variables whose array something else references too (all of them
+  where that cannot be known). `sys.getrefcount` counts the attribute and
+  its own argument."""
   if not hasattr(sys, "getrefcount"):
-    return False
-  return all(sys.getrefcount(v._value) <= 2 for v in variables)
+    return list(variables)
+  return [v for v in variables if sys.getrefcount(v._value) > 2]
