@@ -173,23 +173,22 @@ def test_buffers_owned_by_the_optimizer_are_donated():
 PACKED_SHAPES = [(3,), (2, 4), (1,), (5,), (4097,)]
 
 
-# A buffer lives on one device, so slots travel packed only on one
-# (`_packing.layout`).
-ONE_DEVICE = "slots are packed on one device only"
-one_device = pytest.mark.skipif(jax.device_count() != 1, reason=ONE_DEVICE)
+@pytest.fixture
+def one_device():
+  """A buffer lives on one device, so slots travel packed only on one
+  (`_packing.layout`)."""
+  if jax.device_count() != 1:
+    pytest.skip("slots are packed on one device only")
 
 
 @pytest.fixture
-def pack_small(monkeypatch):
+def pack_small(one_device, monkeypatch):
   """Packs the slots of as few as two small tensors (by default it takes
   `MIN_PACKED` of them), so that small problems exercise the buffer."""
-  if jax.device_count() != 1:
-    pytest.skip(ONE_DEVICE)
   monkeypatch.setattr(_packing, "MIN_PACKED", 2)
 
 
-@one_device
-def test_few_small_slots_stay_arrays_of_their_own(monkeypatch):
+def test_few_small_slots_stay_arrays_of_their_own(one_device, monkeypatch):
   """Fewer than `MIN_PACKED` small slots of a dtype are not packed (4 here,
   to keep the test small); that many are."""
   monkeypatch.setattr(_packing, "MIN_PACKED", 4)

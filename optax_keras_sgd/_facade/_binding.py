@@ -12,7 +12,6 @@ import warnings
 from typing import Any, NamedTuple, cast
 
 import jax
-import numpy as np
 
 from optax_keras_sgd import _sparse, _validation
 from optax_keras_sgd._facade import _inputs, _runner
@@ -93,7 +92,7 @@ def _warn_not_in_place(variables: list[Variable]) -> bool:
   """Warns if the Variables held elsewhere are large; returns whether it
   did."""
   held = _runner.held_elsewhere(variables)
-  size = sum(int(np.prod(v.shape, dtype=np.int64)) for v in held)
+  size = sum(v.size for v in held)
   if size < NOT_IN_PLACE_WARNING:
     return False
   warnings.warn(
