@@ -329,6 +329,36 @@ def test_many_leaves_are_split_into_calls_of_bounded_size(native):
   assert text.count("stablehlo.custom_call @optax_keras_sgd_step") == calls
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_split_cuts_a_buffer_into_its_pieces(dtype, native):
+  """`_native.split` (the facade's packed velocities apart): each piece is
+  its run of the buffer, bit for bit, over more pieces than one call takes,
+  with a scalar and an empty piece among them."""
+  with enable_x64(dtype == "float64"):
+    shapes = [(3,), (), (0,), (2, 5)] * 40  # 160 pieces
+    sizes = [int(np.prod(s)) for s in shapes]
+    data = np.random.default_rng(0).normal(size=sum(sizes)).astype(dtype)
+    pieces = jax.jit(lambda b: _native.split(b, shapes))(jnp.asarray(data))
+    starts = np.cumsum([0, *sizes])
+    for piece, shape, lo, hi in zip(pieces, shapes, starts, starts[1:]):
+      assert piece.shape == shape and piece.dtype == dtype
+      np.testing.assert_array_equal(piece, data[lo:hi].reshape(shape))
+
+
+def test_packed_slots_are_unpacked_in_few_calls(native):
+  """A packed layout's unpacking is one kernel call per `LEAVES_PER_CALL`
+  slots, with no slice of its own per slot (XLA runs each as a task)."""
+  from optax_keras_sgd._facade import _packing
+
+  shapes = ((64,),) * 300
+  layout = _packing.Layout((("float32", tuple(range(300)), shapes),), 300, ())
+  unpack = jax.jit(lambda b: layout.unpack((b,), []))
+  text = unpack.lower(jnp.ones(300 * 64)).as_text()
+  calls = -(-300 // _native.LEAVES_PER_CALL)
+  assert text.count("stablehlo.custom_call @optax_keras_sgd_split") == calls
+  assert "stablehlo.slice" not in text
+
+
 def test_the_functional_step_launches_one_kernel_and_the_adds(native):
   """`sgd`'s update: one kernel call for all velocities; what is left per leaf
   is the caller's `apply_updates`, one add each."""

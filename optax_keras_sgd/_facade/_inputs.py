@@ -92,7 +92,8 @@ def split_pairs(grads_and_vars: Iterable[Any]) -> tuple[list[Any], list[Variable
       seen.add(id(v))
   if not pairs:
     return [], []
-  if id(None) in set(map(id, grads)):
+  types = set(map(type, grads))
+  if type(None) in types:
     kept = [(g, v) for g, v in zip(grads, variables) if g is not None]
     if not kept:
       raise ValueError(
@@ -107,7 +108,7 @@ def split_pairs(grads_and_vars: Iterable[Any]) -> tuple[list[Any], list[Variable
       stacklevel=3,
     )
     grads, variables = [g for g, _ in kept], [v for _, v in kept]
-  if any(issubclass(t, _CONVERTED) for t in set(map(type, grads))):
+  if any(issubclass(t, _CONVERTED) for t in types):
     grads = [_as_gradient(g) for g in grads]
   return grads, variables
 
@@ -170,10 +171,15 @@ def check_gradients(
 def signatures(arrays: list[Any]) -> list[tuple[Any, Any]] | None:
   """Each array's `(shape, dtype)`, or None if one is not an array; cheap
   enough to compare on every step."""
+  try:  # a JAX array's own `shape` and `dtype` are slower to read
+    return [(a.shape, a.dtype) for a in map(_AVAL, arrays)]
+  except AttributeError:
+    pass
   try:
     return list(map(_SHAPE_AND_DTYPE, arrays))
   except AttributeError:
     return None
 
 
+_AVAL = operator.attrgetter("aval")
 _SHAPE_AND_DTYPE = operator.attrgetter("shape", "dtype")

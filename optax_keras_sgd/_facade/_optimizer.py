@@ -209,8 +209,18 @@ class SGD(KerasWeights):
     """
     del name
     self._refuse_other(_binding.VariableBinding)  # before any input check
+    with _runner.collection_paused():  # until the old values are freed
+      variables = self._apply(grads_and_vars, experimental_aggregate_gradients)
+    for v in variables:
+      if v.constraint is not None:  # after the update, as Keras applies it
+        v.assign(v.constraint(v))
+    return Variable(self.iterations.value(), name="iter", trainable=False)
+
+  def _apply(self, grads_and_vars: Iterable[Any], aggregate: bool) -> list[Variable]:
+    """`apply_gradients`' step, up to the constraints: returns the Variables
+    updated."""
     grads, variables = _inputs.split_pairs(grads_and_vars)
-    if variables and experimental_aggregate_gradients and self._aggregates():
+    if variables and aggregate and self._aggregates():
       grads, variables = _inputs.split_pairs(
         self._aggregate_gradients(list(zip(grads, variables)))
       )
@@ -221,9 +231,7 @@ class SGD(KerasWeights):
       new_values = self._run([v._value for v in variables], grads, slots, donate)
       for v, x in zip(variables, new_values):
         v._value = x
-        if v.constraint is not None:  # after the update, as Keras applies it
-          v.assign(v.constraint(v))
-    return Variable(self.iterations.value(), name="iter", trainable=False)
+    return variables
 
   def _aggregates(self) -> bool:
     """Whether `_aggregate_gradients` may change the pairs: a

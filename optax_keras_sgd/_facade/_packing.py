@@ -27,16 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from optax_keras_sgd import _fused
+from optax_keras_sgd import _fused, _native
 from optax_keras_sgd._variable import Variable
 
-# Fewer small slots of a dtype than this stay arrays of their own: each slice
-# out of the buffer is an XLA thunk of its own, and an array returned costs
-# more the more of them a call returns. Facade steps over N tensors of 64
-# floats, packed against not (interleaved): N = 10, 1.21x; 100, 1.20x;
-# 300, 0.85x; 500, 0.83x; 1,000, 0.78x; the ResNet-like tree (107 small
-# tensors among 161), 1.03x.
-MIN_PACKED = 256
+# Fewer small slots of a dtype than this stay arrays of their own. Facade
+# steps over N tensors of 64 floats, packed against not (interleaved, 9
+# rounds): N = 1 and 2, 1.00x; 4, 0.93x; 10, 0.81x; 16, 0.76x; 100, 0.63x;
+# 300, 0.64x; the ResNet-like tree (108 small tensors among 161), 1.02x
+# (15 rounds); the small MLP (2 small among 4), 1.07x with packing.
+MIN_PACKED = 8
 
 
 @jax.tree_util.register_pytree_node_class
@@ -76,10 +75,8 @@ class Layout(NamedTuple):
     others (traceable)."""
     out: list[Any] = [None] * self.slots
     for buffer, (_, idx, shapes) in zip(buffers, self.groups):
-      sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
-      parts = jnp.split(buffer, np.cumsum(sizes)[:-1].tolist())
-      for i, part, shape in zip(idx, parts, shapes):
-        out[i] = part.reshape(shape)
+      for i, part in zip(idx, _split(buffer, shapes)):
+        out[i] = part
     for i, x in zip(self.rest, rest):
       out[i] = x
     return out
@@ -91,6 +88,16 @@ class Layout(NamedTuple):
       for _, idx, _ in self.groups
     )
     return buffers, [velocities[i] for i in self.rest]
+
+
+def _split(buffer: jax.Array, shapes: tuple[tuple[int, ...], ...]) -> list[Any]:
+  """`buffer` cut into pieces of `shapes`: by the native kernel where it
+  runs (one task where XLA makes a task of each slice)."""
+  if _native.usable(buffer):
+    return _native.split(buffer, list(shapes))
+  sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+  parts = jnp.split(buffer, np.cumsum(sizes)[:-1].tolist())
+  return [part.reshape(shape) for part, shape in zip(parts, shapes)]
 
 
 def layout(slots: list[Variable]) -> Layout | None:

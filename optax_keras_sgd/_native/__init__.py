@@ -47,11 +47,13 @@ _STEP = "optax_keras_sgd_step"
 _SUM_DUPLICATES = "optax_keras_sgd_sum_duplicates"
 _SPARSE_STEP = "optax_keras_sgd_sparse_step"
 _SCATTER_ADD = "optax_keras_sgd_scatter_add"
+_SPLIT = "optax_keras_sgd_split"
 _SYMBOLS = {
   _STEP: "OptaxKerasSgdStep",
   _SUM_DUPLICATES: "OptaxKerasSgdSumDuplicates",
   _SPARSE_STEP: "OptaxKerasSgdSparseStep",
   _SCATTER_ADD: "OptaxKerasSgdScatterAdd",
+  _SPLIT: "OptaxKerasSgdSplit",
 }
 _FLAGS = ["-std=c++17", "-O3", "-ffp-contract=off", "-fno-fast-math", "-fPIC"]
 _FLAGS += ["-shared", "-w"]
@@ -334,3 +336,23 @@ def scatter_add(
 def _scatter_add_jvp(reference, unique, primals, tangents):
   del unique
   return jax.jvp(reference, primals, tangents)
+
+
+def split(buffer: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Array]:
+  """`buffer` (1-D) cut into consecutive pieces of `shapes` (which cover it),
+  as `jnp.split` and `reshape` cut it: one kernel call per `LEAVES_PER_CALL`
+  pieces, where XLA makes each slice a task of its own (1,000 slices of 64
+  floats: 0.5 ms on a CPU)."""
+  sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
+  starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+  pieces: list[jax.Array] = []
+  for k in range(0, len(shapes), LEAVES_PER_CALL):
+    chunk = shapes[k : k + LEAVES_PER_CALL]
+    call = jax.ffi.ffi_call(
+      _SPLIT,
+      [jax.ShapeDtypeStruct(s, buffer.dtype) for s in chunk],
+      vmap_method="sequential",
+    )
+    start = np.int64(starts[k] * buffer.dtype.itemsize)
+    pieces += call(buffer, start=start)
+  return pieces

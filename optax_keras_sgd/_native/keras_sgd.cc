@@ -20,6 +20,10 @@
 // (under `vmap`), each leaf is k equal tensors, tensor j using the scalars'
 // element j.
 //
+// OptaxKerasSgdSplit copies consecutive pieces of one buffer into its results
+// (the facade's small velocities, kept in one buffer between steps): one task
+// where XLA makes each slice a task of its own.
+//
 // Row-sparse gradients (`IndexedSlices`) have three handlers of their own,
 // each a sequential pass over the slices in their order, as TensorFlow's:
 //   OptaxKerasSgdSumDuplicates  sums the values of duplicate indices
@@ -38,6 +42,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -633,6 +638,25 @@ ffi::Error ScatterAdd(ffi::ThreadPool pool, ffi::AnyBuffer values,
   }
 }
 
+// ---------------------------------------------------------------------------
+// Splitting a buffer.
+
+// The results, in order, are the bytes of `packed` from byte `start` on.
+ffi::Error Split(ffi::AnyBuffer packed, ffi::RemainingRets rets, int64_t start) {
+  const char* from = static_cast<const char*>(packed.untyped_data());
+  const int64_t end = static_cast<int64_t>(packed.size_bytes());
+  int64_t at = start;
+  for (size_t r = 0; r < rets.size(); ++r) {
+    auto out = rets.get<ffi::AnyBuffer>(r);
+    if (!out.has_value()) return Fail("bad result");
+    const int64_t n = static_cast<int64_t>((*out)->size_bytes());
+    if (at < 0 || at + n > end) return Fail("the pieces run past the buffer");
+    std::memcpy((*out)->untyped_data(), from + at, n);
+    at += n;
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdStep, Dispatch,
@@ -666,3 +690,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdScatterAdd, ScatterAdd,
                                   .Arg<ffi::AnyBuffer>()
                                   .Ret<ffi::AnyBuffer>()
                                   .Attr<bool>("unique"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(OptaxKerasSgdSplit, Split,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .RemainingRets()
+                                  .Attr<int64_t>("start"));
