@@ -8,8 +8,9 @@ call that does nothing, and 2.4 ms when their velocities travel as one
 array. So the facade keeps the velocities of small tensors (the kernel's
 rule for small: at most `_fused.SMALL_LEAF` elements each, `SMALL_TOTAL` in
 all; at least `MIN_PACKED` of a dtype) concatenated in one buffer per
-dtype: its step splits the buffer into the velocities, runs `sgd` on them
-as on any others, and concatenates the new ones.
+dtype: its step splits the buffer into the velocities (by the native
+kernel where it runs, one call per 64 of them), runs `sgd` on them as on
+any others, and concatenates the new ones.
 
 A slot so kept is a `PackedSlot`: it reads its value from the buffer when
 asked (one split for all of them, kept until the next step), and assigning
