@@ -225,9 +225,10 @@ def collection_paused():
   walk the young objects (and, every so often, every object in the
   process), though freeing the old arrays before the pause ends leaves the
   count where it was. On 1,000 tensors of 64 floats that was a tenth of the
-  step (docs/performance.md). Nothing is collected later than it would be:
-  the step makes no reference cycles. A collector the caller turned off
-  stays off."""
+  step (docs/performance.md). The step's own objects make no reference
+  cycles, so the pause delays nothing of its own; cycles made by a
+  `gradient_aggregator` wait until the next collection. A collector the
+  caller turned off stays off."""
   if not gc.isenabled():
     yield
     return
