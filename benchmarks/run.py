@@ -227,7 +227,10 @@ each round every contender runs a short block of steps, in a shuffled order;
 ms/step is the median over rounds, and each ratio is the median of ratios
 taken within a round. Small VMs drift between runs by tens of percent, so
 only ratios well beyond that are conclusions; what was tried and why is in
-docs/performance.md.
+docs/performance.md. "fused kernel, again" is the fused kernel a second
+time, with buffers of its own: its "/ fused kernel" column is what two
+identical contenders differ by in this run (on large tensors a VM may back
+one contender's buffers with slower memory than another's).
 """
 
 
