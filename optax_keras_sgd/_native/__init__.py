@@ -341,8 +341,9 @@ def _scatter_add_jvp(reference, unique, primals, tangents):
 def split(buffer: jax.Array, shapes: list[tuple[int, ...]]) -> list[jax.Array]:
   """`buffer` (1-D) cut into consecutive pieces of `shapes` (which cover it),
   as `jnp.split` and `reshape` cut it: one kernel call per `LEAVES_PER_CALL`
-  pieces, where XLA makes each slice a task of its own (1,000 slices of 64
-  floats: 0.5 ms on a CPU)."""
+  pieces, where XLA makes each slice a task of its own (the facade's step
+  over 1,000 velocities of 64 floats: 2.8 ms with XLA's slices, 1.9 to 2.0
+  with this, docs/performance.md)."""
   sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
   starts = np.concatenate([[0], np.cumsum(sizes)]).tolist()
   pieces: list[jax.Array] = []
