@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -554,6 +555,22 @@ print(json.dumps([oks.native_status().available, oks.native_status().detail,
 """
 
 
+def _assert_checked_steps(w):
+  """`_CHECK`'s parameters are the NumPy rule's, bitwise."""
+  grads = [
+    [np.linspace(-1, 1, 6, dtype=np.float32)],
+    [np.float32(np.linspace(2, 0, 6))],
+  ]
+  rule = numpy_rule.run(
+    [np.arange(6.0, dtype=np.float32)],
+    grads,
+    learning_rate=0.05,
+    momentum=0.9,
+    nesterov=True,
+  )
+  np.testing.assert_array_equal(np.float32(w), rule[-1][0])
+
+
 def _run_without(env_update, tmp_path):
   """`_CHECK` in a fresh process with `env_update`; the kernel is on unless
   `env_update` turns it off, whatever the caller's environment says."""
@@ -578,11 +595,32 @@ def _run_without(env_update, tmp_path):
 def test_without_the_kernel_the_step_is_xla_and_the_same(env, detail, tmp_path):
   available, message, w = _run_without(env, tmp_path)
   assert not available and detail in message
-  params = [np.arange(6.0, dtype=np.float32)]
-  grads = [[np.linspace(-1, 1, 6, dtype=np.float32)], [np.linspace(2, 0, 6)]]
-  grads = [[np.float32(g[0])] for g in grads]
-  rule = numpy_rule.run(params, grads, learning_rate=0.05, momentum=0.9, nesterov=True)
-  np.testing.assert_array_equal(np.float32(w), rule[-1][0])
+  _assert_checked_steps(w)
+
+
+@pytest.mark.integrations  # a build from source, end to end: 10 s, out of the fast tier
+def test_a_compiler_without_the_host_cpu_options_still_builds_the_kernel(
+  tmp_path, native
+):
+  # A compiler that rejects -march=native and -mprefer-vector-width (as
+  # some do) gets the plainest build, and the step still runs on the kernel.
+  calls = tmp_path / "calls"
+  compiler = tmp_path / "c++"
+  compiler.write_text(
+    "#!/bin/sh\n"
+    f'echo "$*" >> {calls}\n'
+    'case "$*" in *-march=*|*-mprefer-vector-width=*) exit 1;; esac\n'
+    f'exec {shutil.which("c++") or shutil.which("g++")} "$@"\n'
+  )
+  compiler.chmod(0o755)
+  cache = tmp_path / "cache"
+  available, message, w = _run_without({"CXX": str(compiler)}, cache)
+  assert available, message
+  assert [
+    ("-march=native" in c, "-mprefer-vector-width=512" in c)
+    for c in calls.read_text().splitlines()
+  ] == [(True, True), (True, False), (False, False)]
+  _assert_checked_steps(w)
 
 
 @pytest.mark.integrations  # a build from source, end to end: 10 s, out of the fast tier
