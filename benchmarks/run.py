@@ -1,15 +1,18 @@
 """The benchmark suite: this package against its peers.
 
-    python benchmarks/run.py            # everything (25 to 40 minutes on 2 cores)
+    python benchmarks/run.py            # everything (about 45 minutes on 2 cores)
     python benchmarks/run.py --quick    # momentum variants only, fewer rounds
     python benchmarks/run.py --write    # also write RESULTS.md and the README table
+    python benchmarks/run.py --workloads ResNet-50-like --variants momentum
 
 Times one SGD step per contender (see peers.py) on each workload (see
 workloads.py) and variant, interleaved: in each of several rounds every
 contender runs a short block of steps (each waited for) in a shuffled
-order. Each workload runs in a fresh process: measured after the 32M
-tensor's rows in one process, the facade was 1.14x torch fused on the
-ResNet-like tree, and 1.04x in a fresh process with the same contenders.
+order. Each workload runs in several fresh processes, each building the
+contenders in an order of its own (see `step_table`), and their rounds are
+pooled. Fresh processes because measured after the 32M tensor's rows in one
+process, the facade was 1.14x torch fused on the ResNet-like tree, and 1.04x
+in a fresh process with the same contenders.
 Prints the median over rounds of ms/step, achieved GB/s (bytes that must
 move / time), and the median over rounds of each contender's time
 relative to the hand-written fused kernel and to ours, each ratio taken
@@ -31,6 +34,7 @@ import argparse
 import json
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -57,21 +61,45 @@ import optax_keras_sgd as oks  # noqa: E402
 from optax_keras_sgd import _native  # noqa: E402
 
 
-def workload_rows(name: str, variants, rounds: int):
-  """One workload's rows: every contender on every variant, interleaved."""
-  rows = []
+def workload_times(name: str, variants, rounds: int, seed: int):
+  """One process's share of a workload: per variant, every contender's
+  per-round ms/step, interleaved, the contenders built in an order shuffled
+  by `seed` (see `step_table`)."""
   shapes = workloads.WORKLOADS[name]()
-  n = workloads.size(shapes)
+  out = {}
   for variant in variants:
-    runs = {peer: build(shapes, variant) for peer, build in peers.PEERS.items()}
-    results = interleaved_ms(
-      {k: r for k, r in runs.items() if r is not None}, rounds=rounds
+    order = list(peers.PEERS)
+    random.Random(seed).shuffle(order)
+    runs = {peer: peers.PEERS[peer](shapes, variant) for peer in order}
+    out[variant] = interleaved_ms(
+      {k: r for k, r in runs.items() if r is not None}, rounds=rounds, seed=seed
     )
     del runs
-    fused, ours = results["fused kernel"], results["ours (sgd)"]
+    print(
+      f"  {name:18s} {variant:16s} "
+      + "  ".join(f"{p}={statistics.median(t):.2f}" for p, t in out[variant].items()),
+      file=sys.stderr,
+      flush=True,
+    )
+  return out
+
+
+def pooled_rows(name: str, processes):
+  """A workload's rows from its processes' `workload_times`: every round of
+  every process pooled. ms/step is the median over the rounds; each ratio
+  (to the fused kernel, to ours) the median over the rounds of the ratio
+  taken within a round."""
+  n = workloads.size(workloads.WORKLOADS[name]())
+  rows = []
+  for variant in processes[0]:
+    times: dict[str, list[float]] = {}
+    for process in processes:
+      for peer, ts in process[variant].items():
+        times.setdefault(peer, []).extend(ts)
+    fused, ours = times["fused kernel"], times["ours (sgd)"]
     gb = n * peers.bytes_per_param(variant) / 1e9
-    for peer, times in results.items():
-      ms = statistics.median(times)
+    for peer in (p for p in peers.PEERS if p in times):
+      ms = statistics.median(times[peer])
       rows.append(
         (
           name,
@@ -79,31 +107,42 @@ def workload_rows(name: str, variants, rounds: int):
           peer,
           ms,
           gb / (ms / 1e3),
-          median_ratio(times, fused),
-          median_ratio(times, ours),
+          median_ratio(times[peer], fused),
+          median_ratio(times[peer], ours),
         )
       )
-    print(
-      f"  {name:18s} {variant:16s} "
-      + "  ".join(f"{p}={statistics.median(t):.2f}" for p, t in results.items()),
-      file=sys.stderr,
-      flush=True,
-    )
   return rows
 
 
 def step_table(args):
-  """Every workload's rows, each workload in a fresh process, so that what
-  one workload leaves behind (the allocator's state after gigabytes of
-  arrays, the libraries' caches) does not weigh on the next."""
+  """Every workload's rows. Each workload runs in `args.processes` fresh
+  processes, so that what one workload leaves behind (the allocator's state
+  after gigabytes of arrays, the libraries' caches) does not weigh on the
+  next, and each process builds the contenders in an order of its own: on
+  this VM, where a contender's buffers land makes a steady difference to its
+  speed, and it follows the order of building (five identical contenders
+  built one after another on the ResNet-like tree ran at 1.00, 0.91, 0.88,
+  0.86 and 0.85x the first's time, in each of three processes; on 1,000 tiny
+  leaves the later ones were slower, by up to 1.12x). One order for every
+  process would hand that difference to the same contenders each run."""
   rows = []
   for name in workloads.WORKLOADS:
     if args.workloads and name not in args.workloads:
       continue
-    command = [sys.executable, __file__, "--workload-rows", name]
-    command += ["--rounds", str(args.rounds), "--variants", *args.variants]
-    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
-    rows += [tuple(row) for row in json.loads(result.stdout.strip().splitlines()[-1])]
+    processes = []
+    for seed in range(args.processes):
+      command = [
+        sys.executable,
+        __file__,
+        "--workload-times",
+        name,
+        "--seed",
+        str(seed),
+      ]
+      command += ["--rounds", str(args.rounds), "--variants", *args.variants]
+      result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+      processes.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    rows += pooled_rows(name, processes)
   return rows
 
 
@@ -221,16 +260,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_PREAMBLE = """# Benchmark results
 
 Written by `python benchmarks/run.py --write` ({date}); the README's
-performance table comes from the same run. Each workload runs in a fresh
-process. Contenders are interleaved: in
+performance table comes from the same run. Each workload runs in several
+fresh processes, each building the contenders in a shuffled order of its
+own (on this VM where a contender's buffers land, which follows the order of
+building, changes its speed by up to 15%). Contenders are interleaved: in
 each round every contender runs a short block of steps, in a shuffled order;
-ms/step is the median over rounds, and each ratio is the median of ratios
-taken within a round. Small VMs drift between runs by tens of percent, so
-only ratios well beyond that are conclusions; what was tried and why is in
-docs/performance.md. "fused kernel, again" is the fused kernel a second
-time, with buffers of its own: its "/ fused kernel" column is what two
-identical contenders differ by in this run (on large tensors a VM may back
-one contender's buffers with slower memory than another's).
+ms/step is the median over the rounds of all processes, and each ratio is
+the median of ratios taken within a round. Small VMs drift between runs by
+tens of percent, so only ratios well beyond that are conclusions; what was
+tried and why is in docs/performance.md. "fused kernel, again" is the fused
+kernel a second time, with buffers of its own: its "/ fused kernel" column
+is what two identical contenders differ by in this run.
 """
 
 
@@ -277,18 +317,23 @@ def write_outputs(report: str, rows, root: str = ROOT) -> None:
     f.write(replace_between(text, "performance-table", readme_table(rows)))
 
 
-def report(args, memory, rows) -> str:
-  """The run's tables, as Markdown."""
-  out = []
-  out.append(
+def step_report(rows) -> str:
+  """The step table, as Markdown."""
+  out = [
     "| workload | variant | contender | ms/step | GB/s | / fused kernel "
     "| / ours (sgd) |\n|---|---|---|---|---|---|---|"
-  )
+  ]
   for name, variant, peer, ms, gbs, vs_fused, vs_ours in rows:
     out.append(
       f"| {name} | {variant} | {peer} | {ms:.3f} | {gbs:.1f} | "
       f"{vs_fused:.2f} | {vs_ours:.2f} |"
     )
+  return "\n".join(out)
+
+
+def report(args, memory, rows) -> str:
+  """The run's tables, as Markdown."""
+  out = [step_report(rows)]
   out.append(
     "\n| leaves | "
     + " | ".join(COMPILE_COLUMNS)
@@ -307,7 +352,7 @@ def report(args, memory, rows) -> str:
     out.append(
       f"| {label} | {memory[donate] / 2**30:.2f} | {memory[donate] / floor:.2f} |"
     )
-  out.append("\n" + sparse_embedding.table(rounds=args.rounds))
+  out.append("\n" + sparse_embedding.table(rounds=args.processes * args.rounds))
   return "\n".join(out)
 
 
@@ -330,18 +375,39 @@ def main():
   parser.add_argument(
     "--memory-probe", choices=["donate", "copy"], help=argparse.SUPPRESS
   )
-  parser.add_argument("--workload-rows", help=argparse.SUPPRESS)
-  parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
-  parser.add_argument("--variants", nargs="*", help=argparse.SUPPRESS)
+  parser.add_argument(
+    "--variants", nargs="*", choices=list(peers.VARIANTS), help="default: all"
+  )
+  parser.add_argument(
+    "--processes",
+    type=int,
+    help="fresh processes per workload, each building the contenders in its "
+    "own order (default 3; --quick 2)",
+  )
+  parser.add_argument(
+    "--rounds", type=int, help="interleaved rounds per process (default 3; --quick 2)"
+  )
+  parser.add_argument(
+    "--steps-only",
+    action="store_true",
+    help="the step table alone (no compile times, memory or sparse tables)",
+  )
+  parser.add_argument("--workload-times", help=argparse.SUPPRESS)
+  parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.steps_only and args.write:
+    parser.error("--write needs every table: leave out --steps-only")
   if args.memory_probe:
     memory_probe(args.memory_probe == "donate")
     return
-  if args.workload_rows:  # a child of `step_table`: rows as JSON on stdout
-    print(json.dumps(workload_rows(args.workload_rows, args.variants, args.rounds)))
+  if args.workload_times:  # a child of `step_table`: its times as JSON on stdout
+    times = workload_times(args.workload_times, args.variants, args.rounds, args.seed)
+    print(json.dumps(times))
     return
-  args.variants = ["momentum"] if args.quick else list(peers.VARIANTS)
-  args.rounds = 3 if args.quick else 7
+  if not args.variants:
+    args.variants = ["momentum"] if args.quick else list(peers.VARIANTS)
+  args.processes = args.processes or (2 if args.quick else 3)
+  args.rounds = args.rounds or (2 if args.quick else 3)
 
   torch_threads = ""
   try:
@@ -356,10 +422,14 @@ def main():
   header = (
     f"## {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
     f"jax {jax.__version__} on {jax.devices()[0].device_kind}, optax "
-    f"{optax.__version__}{torch_threads}, {args.rounds} rounds\n"
+    f"{optax.__version__}{torch_threads}, {args.processes} processes of "
+    f"{args.rounds} rounds per workload\n"
   )
   print(header)
 
+  if args.steps_only:
+    print(step_report(step_table(args)))
+    return
   # Memory first, in fresh processes, before this one fills up with peers.
   memory = peak_memory()
   rows = step_table(args)

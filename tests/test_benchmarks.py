@@ -93,3 +93,53 @@ def test_write_outputs_fills_the_readme_table_and_results(tmp_path):
   # The real README has the block the command rewrites.
   real = (pathlib.Path(run.ROOT) / "README.md").read_text()
   assert run.replace_between(real, "performance-table", "x\n").count("x\n") >= 1
+
+
+def test_each_process_builds_the_contenders_in_an_order_of_its_own(monkeypatch):
+  built = []
+
+  def contender(name):
+    def build(shapes, variant):
+      built.append(name)
+      return (lambda: None) if name != "left out" else None
+
+    return build
+
+  names = ["a", "b", "c", "d", "left out"]
+  monkeypatch.setattr(peers, "PEERS", {n: contender(n) for n in names})
+  orders = []
+  for seed in range(4):
+    built.clear()
+    times = run.workload_times("small MLP", ["momentum"], rounds=2, seed=seed)
+    assert sorted(built) == sorted(names)
+    assert sorted(times["momentum"]) == ["a", "b", "c", "d"]
+    orders.append(tuple(built))
+  assert len(set(orders)) > 1
+
+
+def test_rounds_of_all_processes_are_pooled_before_the_medians():
+  processes = [
+    {
+      "momentum": {
+        "fused kernel": [10, 20],
+        "ours (sgd)": [12, 20],
+        "torch fused": [5, 30],
+      }
+    },
+    {"momentum": {"torch fused": [10], "ours (sgd)": [11], "fused kernel": [10]}},
+  ]
+  rows = run.pooled_rows("small MLP", processes)
+  assert [r[:3] for r in rows] == [
+    ("small MLP", "momentum", peer)
+    for peer in ("fused kernel", "ours (sgd)", "torch fused")
+  ]
+  by_peer = {r[2]: r[3:] for r in rows}
+  # ms: the median of the pooled rounds; ratios: the median of within-round
+  # ratios (torch fused / fused kernel: 0.5, 1.5, 1.0; / ours: 5/12, 1.5, 10/11).
+  assert by_peer["fused kernel"][0] == 10 and by_peer["ours (sgd)"][0] == 12
+  assert by_peer["torch fused"][0] == 10
+  assert by_peer["torch fused"][2] == pytest.approx(1.0)
+  assert by_peer["torch fused"][3] == pytest.approx(10 / 11)
+  assert by_peer["ours (sgd)"][2] == pytest.approx(1.1)
+  params = 784 * 128 + 128 + 128 * 10 + 10
+  assert by_peer["fused kernel"][1] == pytest.approx(params * 20 / 1e9 / 0.010)
