@@ -62,7 +62,11 @@ _FLAGS += ["-shared", "-w"]
 # 256 there; the velocity pass over 32M floats took 0.99x XLA's loop with
 # them, 1.09x without, on a 2-core AVX-512 VM), then plainer for compilers
 # without those options.
-_ARCHES = (["-march=native", "-mprefer-vector-width=512"], ["-march=native"], [])
+_ARCHES: tuple[list[str], ...] = (
+  ["-march=native", "-mprefer-vector-width=512"],
+  ["-march=native"],
+  [],
+)
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 # Modes of the kernel (keras_sgd.cc).
