@@ -262,11 +262,11 @@ RESULTS_PREAMBLE = """# Benchmark results
 Written by `python benchmarks/run.py --write` ({date}); the README's
 performance table comes from the same run. Each workload runs in several
 fresh processes, each building the contenders in a shuffled order of its
-own (on this VM where a contender's buffers land, which follows the order of
-building, changes its speed by up to 15%). Contenders are interleaved: in
-each round every contender runs a short block of steps, in a shuffled order;
-ms/step is the median over the rounds of all processes, and each ratio is
-the median of ratios taken within a round. Small VMs drift between runs by
+own (on this VM a contender's speed depends by up to 15% on where its
+buffers land, which follows the order of building). Contenders are
+interleaved: in each round every contender runs a short block of steps, in a
+shuffled order; ms/step is the median over the rounds of all processes, and
+each ratio is the median of ratios taken within a round. Small VMs drift between runs by
 tens of percent, so only ratios well beyond that are conclusions; what was
 tried and why is in docs/performance.md. "fused kernel, again" is the fused
 kernel a second time, with buffers of its own: its "/ fused kernel" column
