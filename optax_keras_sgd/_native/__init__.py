@@ -17,7 +17,8 @@ with `OPTAX_KERAS_SGD_NATIVE=0`, the step is XLA's, bitwise the same.
 
 Row-sparse gradients (`IndexedSlices`) have kernels of their own: summing
 duplicate rows, the momentum step on the rows present, and adding rows into
-a table, each in place and in the slices' order, as TensorFlow's.
+a table, each in place and in the slices' order, as TensorFlow's. `split`
+copies the facade's packed velocities apart, one call per `LEAVES_PER_CALL`.
 
 This module holds the mechanics only (building, loading, calling); the
 arithmetic each call stands for is its caller's, passed in as `reference`
