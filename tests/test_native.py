@@ -206,9 +206,10 @@ def _stepper(way, lr, nesterov, **clip):
   return tx.init, lambda p, g, s: _alias.update_and_apply(parts, g, s, p)
 
 
-# Where the kernel runs: `sgd`'s update with momentum, the facade's pass with
-# Nesterov (`sgd`'s Nesterov update is XLA's).
-KERNEL_WAYS = [("functional", False), ("facade", True)]
+# Where the kernel runs: `sgd`'s update (with Nesterov, on tensors of at most
+# `_fused.SMALL_LEAF` elements, as here, writing the update too), the facade's
+# pass.
+KERNEL_WAYS = [("functional", False), ("functional", True), ("facade", True)]
 
 
 @pytest.mark.parametrize("clip", [{}, dict(clipnorm=1.5)], ids=["", "clipnorm"])
