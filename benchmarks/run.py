@@ -8,11 +8,8 @@
 Times one SGD step per contender (see peers.py) on each workload (see
 workloads.py) and variant, interleaved: in each of several rounds every
 contender runs a short block of steps (each waited for) in a shuffled
-order. Each workload runs in several fresh processes, each building the
-contenders in an order of its own (see `step_table`), and their rounds are
-pooled. Fresh processes because measured after the 32M tensor's rows in one
-process, the facade was 1.14x torch fused on the ResNet-like tree, and 1.04x
-in a fresh process with the same contenders.
+order. Each contender runs in a process of its own, and each workload in
+several fresh sets of them, whose rounds are pooled (see `step_table`).
 Prints the median over rounds of ms/step, achieved GB/s (bytes that must
 move / time), and the median over rounds of each contender's time
 relative to the hand-written fused kernel and to ours, each ratio taken
@@ -31,16 +28,15 @@ goes (no preallocation), so the three libraries share the device.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import random
 import resource
 import statistics
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
 from unittest import mock
 
 # Before JAX starts: on a GPU, share its memory with torch and TensorFlow.
@@ -55,33 +51,92 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import peers  # noqa: E402
 import sparse_embedding  # noqa: E402
 import workloads  # noqa: E402
-from timing import interleaved_ms, median_ratio  # noqa: E402
+from timing import block_ms, interleaved_blocks, median_ratio  # noqa: E402
 
 import optax_keras_sgd as oks  # noqa: E402
 from optax_keras_sgd import _native  # noqa: E402
 
 
-def workload_times(name: str, variants, rounds: int, seed: int):
-  """One process's share of a workload: per variant, every contender's
-  per-round ms/step, interleaved, the contenders built in an order shuffled
-  by `seed` (see `step_table`)."""
+def serve_contender(name: str, peer: str) -> None:
+  """A contender's own process (a child of `workload_times`): reads commands
+  on stdin and answers each with one line on stdout. `build VARIANT` builds
+  `peer` on workload `name` for that variant (dropping the last one's
+  arrays first) and answers `ready`, or `none` where the contender does not
+  run; `block` runs one block of steps and answers its ms/step."""
+  answers, sys.stdout = sys.stdout, sys.stderr  # a stray print must not answer
   shapes = workloads.WORKLOADS[name]()
-  out = {}
-  for variant in variants:
-    order = list(peers.PEERS)
-    random.Random(seed).shuffle(order)
-    runs = {peer: peers.PEERS[peer](shapes, variant) for peer in order}
-    out[variant] = interleaved_ms(
-      {k: r for k, r in runs.items() if r is not None}, rounds=rounds, seed=seed
+  run = None
+  for line in sys.stdin:
+    command, _, variant = line.strip().partition(" ")
+    if command == "build":
+      run = None
+      run = peers.PEERS[peer](shapes, variant)
+      answer = "none" if run is None else "ready"
+    elif command == "block" and run is not None:
+      answer = json.dumps(block_ms(run))
+    else:
+      raise ValueError(f"unexpected command for {peer!r}: {line.strip()!r}")
+    print(answer, file=answers, flush=True)
+
+
+class _Contender:
+  """A contender's process (`serve_contender`), spoken to line by line."""
+
+  def __init__(self, name: str, peer: str):
+    self.peer = peer
+    command = [sys.executable, __file__, "--serve", peer, "--workload", name]
+    self.process = subprocess.Popen(
+      command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
-    del runs
-    print(
-      f"  {name:18s} {variant:16s} "
-      + "  ".join(f"{p}={statistics.median(t):.2f}" for p, t in out[variant].items()),
-      file=sys.stderr,
-      flush=True,
-    )
-  return out
+
+  def send(self, command: str) -> None:
+    assert self.process.stdin is not None
+    self.process.stdin.write(command + "\n")
+    self.process.stdin.flush()
+
+  def answer(self) -> str:
+    assert self.process.stdout is not None
+    line = self.process.stdout.readline()
+    if not line:
+      raise RuntimeError(
+        f"the process of contender {self.peer!r} ended (exit status "
+        f"{self.process.wait()}); its error is above"
+      )
+    return line.strip()
+
+  def block(self) -> float:
+    self.send("block")
+    return json.loads(self.answer())
+
+  def close(self) -> None:
+    with contextlib.suppress(BrokenPipeError):  # a process that has failed
+      self.process.communicate()
+
+
+def workload_times(name: str, variants, rounds: int, seed: int, contenders=None):
+  """One set of processes' share of a workload: per variant, every
+  contender's per-round ms/step. Each contender (of `contenders`, default
+  every peer) runs in a process of its own, built there once per variant,
+  and their blocks are interleaved from here, the rounds' orders shuffled by
+  `seed` (see `step_table`)."""
+  processes = [_Contender(name, peer) for peer in contenders or peers.PEERS]
+  try:
+    out = {}
+    for variant in variants:
+      for process in processes:  # the processes build at the same time
+        process.send(f"build {variant}")
+      built = {p.peer: p.block for p in processes if p.answer() == "ready"}
+      out[variant] = interleaved_blocks(built, rounds=rounds, seed=seed)
+      print(
+        f"  {name:18s} {variant:16s} "
+        + "  ".join(f"{p}={statistics.median(t):.2f}" for p, t in out[variant].items()),
+        file=sys.stderr,
+        flush=True,
+      )
+    return out
+  finally:
+    for process in processes:
+      process.close()
 
 
 def pooled_rows(name: str, processes):
@@ -115,33 +170,25 @@ def pooled_rows(name: str, processes):
 
 
 def step_table(args):
-  """Every workload's rows. Each workload runs in `args.processes` fresh
-  processes, so that what one workload leaves behind (the allocator's state
-  after gigabytes of arrays, the libraries' caches) does not weigh on the
-  next, and each process builds the contenders in an order of its own: on
-  this VM, where a contender's buffers land makes a steady difference to its
-  speed, and it follows the order of building (five identical contenders
-  built one after another on the ResNet-like tree ran at 1.00, 0.91, 0.88,
-  0.86 and 0.85x the first's time, in each of three processes; on 1,000 tiny
-  leaves the later ones were slower, by up to 1.12x). One order for every
-  process would hand that difference to the same contenders each run."""
+  """Every workload's rows. Each contender runs in a process of its own
+  (`workload_times`), and each workload in `args.processes` fresh sets of
+  them, whose rounds are pooled. In one shared process a contender's speed
+  depended on the others: where its buffers landed followed the order of
+  building (five identical contenders built one after another on the
+  ResNet-like tree ran at 1.00, 0.91, 0.88, 0.86 and 0.85x the first's
+  time, in each of three processes), and the JAX contenders' steps on many
+  small arrays slowed each other's through the allocator (the facade over
+  1,000 tiny tensors, Nesterov: 1.55 to 1.67x torch fused there, 1.10x
+  with each in a process of its own). A process of its own is also what a
+  training process gives an optimizer."""
   rows = []
   for name in workloads.WORKLOADS:
     if args.workloads and name not in args.workloads:
       continue
-    processes = []
-    for seed in range(args.processes):
-      command = [
-        sys.executable,
-        __file__,
-        "--workload-times",
-        name,
-        "--seed",
-        str(seed),
-      ]
-      command += ["--rounds", str(args.rounds), "--variants", *args.variants]
-      result = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
-      processes.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    processes = [
+      workload_times(name, args.variants, args.rounds, seed)
+      for seed in range(args.processes)
+    ]
     rows += pooled_rows(name, processes)
   return rows
 
@@ -193,7 +240,7 @@ def compile_times(counts=(10, 100, 1000, 5000), everything=False):
         with (
           mock.patch.object(_native, "usable", lambda *t: False)
           if xla
-          else nullcontext()
+          else contextlib.nullcontext()
         ):
           start = time.perf_counter()
           jax.jit(step, donate_argnums=(0, 2)).lower(params, params, state).compile()
@@ -260,13 +307,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_PREAMBLE = """# Benchmark results
 
 Written by `python benchmarks/run.py --write` ({date}); the README's
-performance table comes from the same run. Each workload runs in several
-fresh processes, each building the contenders in a shuffled order of its
-own (on this VM a contender's speed depends by up to 15% on where its
-buffers land, which follows the order of building). Contenders are
-interleaved: in each round every contender runs a short block of steps, in a
-shuffled order; ms/step is the median over the rounds of all processes, and
-each ratio is the median of ratios taken within a round. Small VMs drift between runs by
+performance table comes from the same run. Each contender runs in a process
+of its own (in one shared process, a contender's speed depended on the
+order of building and on the other contenders' steps), and each workload in
+several fresh sets of them. Contenders are interleaved: in each round every
+contender runs a short block of steps, in a shuffled order; ms/step is the
+median over the rounds of all sets, and each ratio is the median of ratios
+taken within a round. Small VMs drift between runs by
 tens of percent, so only ratios well beyond that are conclusions; what was
 tried and why is in docs/performance.md. "fused kernel, again" is the fused
 kernel a second time, with buffers of its own: its "/ fused kernel" column
@@ -381,28 +428,27 @@ def main():
   parser.add_argument(
     "--processes",
     type=int,
-    help="fresh processes per workload, each building the contenders in its "
-    "own order (default 3; --quick 2)",
+    help="fresh sets of processes (one a contender) per workload (default 3; "
+    "--quick 2)",
   )
   parser.add_argument(
-    "--rounds", type=int, help="interleaved rounds per process (default 3; --quick 2)"
+    "--rounds", type=int, help="interleaved rounds per set (default 3; --quick 2)"
   )
   parser.add_argument(
     "--steps-only",
     action="store_true",
     help="the step table alone (no compile times, memory or sparse tables)",
   )
-  parser.add_argument("--workload-times", help=argparse.SUPPRESS)
-  parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+  parser.add_argument("--serve", help=argparse.SUPPRESS)
+  parser.add_argument("--workload", help=argparse.SUPPRESS)
   args = parser.parse_args()
   if args.steps_only and args.write:
     parser.error("--write needs every table: leave out --steps-only")
   if args.memory_probe:
     memory_probe(args.memory_probe == "donate")
     return
-  if args.workload_times:  # a child of `step_table`: its times as JSON on stdout
-    times = workload_times(args.workload_times, args.variants, args.rounds, args.seed)
-    print(json.dumps(times))
+  if args.serve:  # a contender's own process (`workload_times`)
+    serve_contender(args.workload, args.serve)
     return
   if not args.variants:
     args.variants = ["momentum"] if args.quick else list(peers.VARIANTS)
@@ -422,15 +468,15 @@ def main():
   header = (
     f"## {platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, "
     f"jax {jax.__version__} on {jax.devices()[0].device_kind}, optax "
-    f"{optax.__version__}{torch_threads}, {args.processes} processes of "
-    f"{args.rounds} rounds per workload\n"
+    f"{optax.__version__}{torch_threads}, each contender in a process of its "
+    f"own, {args.processes} sets of {args.rounds} rounds per workload\n"
   )
   print(header)
 
   if args.steps_only:
     print(step_report(step_table(args)))
     return
-  # Memory first, in fresh processes, before this one fills up with peers.
+  # Memory first, in fresh processes.
   memory = peak_memory()
   rows = step_table(args)
   text = header + "\n" + report(args, memory, rows)
