@@ -128,8 +128,13 @@ def dispatch_floor(shapes, variant):
   return _jax_loop(jax.jit(step, donate_argnums=(0, 2)), params, velocity, grads)
 
 
-def _optax_loop(tx, shapes):
+def _optax_loop(tx, shapes, one_call=False):
+  """`tx`'s update and `optax.apply_updates` in a jitted step, parameters and
+  state donated; with `one_call`, `optax_keras_sgd.update_and_apply`."""
+
   def step(params, grads, state):
+    if one_call:
+      return oks.update_and_apply(tx, grads, state, params)
     updates, state = tx.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
@@ -140,6 +145,12 @@ def _optax_loop(tx, shapes):
 
 def ours_functional(shapes, variant):
   return _optax_loop(oks.sgd(**VARIANTS[variant]), shapes)
+
+
+def ours_update_and_apply(shapes, variant):
+  """`sgd` through `update_and_apply`: the update and the parameters' in one
+  pass."""
+  return _optax_loop(oks.sgd(**VARIANTS[variant]), shapes, one_call=True)
 
 
 def ours_functional_xla(shapes, variant):
@@ -280,6 +291,7 @@ PEERS = {
   "JAX dispatch floor": dispatch_floor,
   "ours (sgd)": ours_functional,
   "ours (sgd, XLA step)": ours_functional_xla,
+  "ours (update_and_apply)": ours_update_and_apply,
   "ours (SGD facade)": ours_facade,
   "ours (SGD.update, donated)": ours_facade_pytree,
   "ours (sgd, FlatParams)": ours_flat,

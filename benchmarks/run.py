@@ -296,6 +296,7 @@ README_ROWS = (
 )
 README_COLUMNS = {
   "ours (sgd)": "ours (sgd)",
+  "ours (update_and_apply)": "update_and_apply",
   "ours (SGD facade)": "facade",
   "ours (sgd, XLA step)": "ours, XLA step",
   "ours (sgd, FlatParams)": "FlatParams",

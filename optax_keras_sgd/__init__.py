@@ -3,7 +3,7 @@
 import warnings as _warnings
 
 from optax_keras_sgd import schedules
-from optax_keras_sgd._alias import sgd
+from optax_keras_sgd._alias import sgd, update_and_apply
 from optax_keras_sgd._clipping import (
   clip_by_global_norm,
   clip_by_norm,
@@ -55,6 +55,7 @@ __all__ = (
   "sgd",
   "skip_non_finite",
   "skipped_steps",
+  "update_and_apply",
   "velocity",
 )
 

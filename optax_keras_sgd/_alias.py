@@ -158,28 +158,88 @@ def transformation(p: Parts) -> optax.GradientTransformation:
   def init_fn(params):
     return (*p.gradients.init(params), p.scale.init(params), p.trace.init(params))
 
-  def update_fn(updates, state, params=None):
+  return optax.GradientTransformation(init_fn, _Update(p))
+
+
+class _Update:
+  """`sgd`'s update function. It keeps `sgd`'s blocks, which
+  `update_and_apply` runs with the parameters' update in one pass."""
+
+  __slots__ = ("parts", "__weakref__")  # weakly referable, as jax.jit needs
+
+  def __init__(self, parts: Parts):
+    self.parts = parts
+
+  def __call__(self, updates, state, params=None):
+    p = self.parts
     gradient_state, (scale, trace) = state[:-2], state[-2:]
     updates, gradient_state, scale, trace = _fused.update(
       p.settings, p.gradients, updates, gradient_state, scale, trace, params
     ) or _blocks(p, updates, gradient_state, scale, trace, params)
     return updates, (*gradient_state, scale, trace)
 
-  return optax.GradientTransformation(init_fn, update_fn)
-
 
 def update_and_apply(
-  p: Parts, grads: Any, state: Any, params: Any, *, in_place: bool = True
-):
-  """`transformation(p)`'s update applied to `params`: returns the new
-  parameters and state, in one native pass when the step allows it and
-  `params`' buffers are donated (`in_place`). Without donation XLA would
-  copy each parameter into a new buffer for that pass to write over; the
-  update is then `transformation(p)`'s (its velocities in place) and XLA's
-  add writes the new parameters once."""
-  if not in_place:
-    updates, state = transformation(p).update(grads, state, params)
+  tx: optax.GradientTransformation,
+  grads: Any,
+  state: Any,
+  params: Any,
+  *,
+  in_place: bool = True,
+) -> tuple[Any, Any]:
+  """One step of `tx`: returns `(new params, new state)`.
+
+  The numbers are those of
+
+      updates, state = tx.update(grads, state, params)
+      params = optax_keras_sgd.apply_updates(params, updates)
+
+  and for a transformation made by `sgd` the step is faster: on the CPU
+  (float32 and float64) one native pass reads each parameter, gradient and
+  velocity once and writes the new parameter and velocity over the old, 20
+  bytes per float32 parameter with momentum or Nesterov, where an update
+  followed by `apply_updates` moves 24 to 28. Donate `params` and `state` to
+  the enclosing `jax.jit` (`donate_argnums`): XLA copies a parameter it
+  cannot write over first, and with `in_place=False` the step runs as the
+  two lines above, which is then cheaper. Any other transformation (one
+  from optax, or `sgd` inside `optax.chain` or `optax.inject_hyperparams`)
+  runs as those two lines.
+
+  Args:
+    tx: an `optax.GradientTransformation`.
+    grads: the gradients, a tree like `params` (`IndexedSlices` leaves
+      allowed).
+    state: `tx`'s state.
+    params: the parameters.
+    in_place: whether `params`' buffers may be written over (donated).
+
+  Returns:
+    `(new params, new state)`.
+
+  Raises:
+    TypeError: if `tx` is not an `optax.GradientTransformation`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> import optax_keras_sgd as oks
+    >>> tx = oks.sgd(learning_rate=0.1, momentum=0.9)
+    >>> step = jax.jit(
+    ...   lambda p, g, s: oks.update_and_apply(tx, g, s, p), donate_argnums=(0, 2)
+    ... )
+    >>> w = jnp.ones(3)
+    >>> w, state = step(w, jnp.ones(3), tx.init(w))
+    >>> w
+    Array([0.9, 0.9, 0.9], dtype=float32)
+  """
+  if not isinstance(tx, optax.GradientTransformation):
+    raise TypeError(
+      "`tx` must be an optax.GradientTransformation, such as "
+      f"optax_keras_sgd.sgd(...). Received: tx of type {type(tx).__name__}."
+    )
+  if not in_place or not isinstance(tx.update, _Update):
+    updates, state = tx.update(grads, state, params)
     return _sparse.apply_updates(params, updates), state
+  p = tx.update.parts
   gradient_state, (scale, trace) = state[:-2], state[-2:]
   fused = _fused.apply(
     p.settings, p.gradients, grads, gradient_state, scale, trace, params

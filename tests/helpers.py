@@ -46,18 +46,24 @@ def to_numpy(x):
   return np.asarray(x)
 
 
-def run_sgd(params, grad_steps, dtype="float32", jit=True, tx=None, **kwargs):
-  """Our functional `sgd`, step by step; returns the params after each step."""
+def run_sgd(
+  params, grad_steps, dtype="float32", jit=True, tx=None, one_call=False, **kwargs
+):
+  """Our functional `sgd`, step by step; returns the params after each step.
+  With `one_call`, each step is `update_and_apply`, jitted with the params
+  and state donated."""
   tx = tx if tx is not None else oks.sgd(**kwargs)
   p = [jnp.asarray(np.asarray(x, np.float64), dtype) for x in params]
   state = tx.init(p)
 
   def step(p, g, state):
+    if one_call:
+      return oks.update_and_apply(tx, g, state, p)
     updates, state = tx.update(g, state, p)
     return oks.apply_updates(p, updates), state
 
   if jit:
-    step = jax.jit(step)
+    step = jax.jit(step, donate_argnums=(0, 2) if one_call else ())
   out = []
   for grads in grad_steps:
     g = [to_gradient(x, dtype) for x in grads]

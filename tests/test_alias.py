@@ -1,7 +1,9 @@
-"""`sgd`: the seed's examples, the NumPy rule, jit, and no recompilation."""
+"""`sgd`: the seed's examples, the NumPy rule, jit, no recompilation, and
+`update_and_apply`."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax
@@ -161,3 +163,50 @@ def test_state_dtypes_follow_params():
 def test_iterations_requires_an_sgd_state():
   with pytest.raises(ValueError, match="KerasLearningRateState"):
     oks.iterations(optax.EmptyState())
+
+
+# `update_and_apply`: its parity with the reference is in test_parity_core.py
+# and test_sparse.py, its single pass over memory in test_native.py.
+
+
+@pytest.mark.parametrize(
+  "way", ["eager", "jit", "jit, not donated", "not in place", "chained", "injected"]
+)
+def test_update_and_apply_gives_the_rule_numbers(way):
+  """Every way in: in one pass (eager, jitted with or without donation),
+  with `in_place=False`, and through transformations that wrap `sgd` (an
+  update, then `apply_updates`). Parameters the caller still holds are
+  left as they were."""
+  config = dict(learning_rate=0.1, momentum=0.9, nesterov=True, clipnorm=2.0)
+  params, grads = random_problem(np.random.default_rng(3), [(5,), (3, 4)], 4)
+  tx = oks.sgd(**config)
+  if way == "chained":
+    tx = optax.chain(tx)
+  elif way == "injected":
+    tx = optax.inject_hyperparams(oks.sgd)(**config)
+  step = functools.partial(oks.update_and_apply, tx, in_place=way != "not in place")
+  if way == "jit":
+    step = jax.jit(step, donate_argnums=(2,))
+  elif way != "eager":
+    step = jax.jit(step)
+  p = [jnp.asarray(x) for x in params]
+  state = tx.init(p)
+  ours = []
+  for g in grads:
+    held = [np.asarray(x) for x in p]
+    new_p, state = step([jnp.asarray(x) for x in g], state, p)
+    if way != "jit":  # donated there
+      for x, before in zip(p, held):
+        np.testing.assert_array_equal(np.asarray(x), before)
+    p = new_p
+    ours.append([np.asarray(x) for x in p])
+  assert_trajectories(ours, numpy_rule.run(params, grads, **config), exact=False)
+  assert int(oks.iterations(state)) == len(grads)
+
+
+@pytest.mark.parametrize(
+  "tx", [oks.SGD(0.1), oks.sgd, None], ids=["the facade", "the factory", "None"]
+)
+def test_update_and_apply_wants_a_transformation(tx):
+  with pytest.raises(TypeError, match=r"`tx` must be an optax.GradientTransformation"):
+    oks.update_and_apply(tx, jnp.ones(2), (), jnp.ones(2))

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 
 import peers  # noqa: E402
 import run  # noqa: E402
+import sparse_embedding  # noqa: E402
 import timing  # noqa: E402
 
 # The package's commands, end to end.
@@ -31,6 +32,7 @@ def test_every_contender_steps_and_is_timed(variant):
   assert {
     "fused kernel",
     "ours (sgd)",
+    "ours (update_and_apply)",
     "ours (SGD facade)",
     "ours (sgd, FlatParams)",
     "tf_keras legacy",
@@ -73,6 +75,18 @@ def test_compile_table_has_one_time_per_column():
   assert all(0 < seconds < 60 for seconds in row[1:])
 
 
+def test_sparse_table_times_both_ways_against_dense():
+  text = sparse_embedding.table(rows=64, dim=4, touched=8, rounds=1)
+  for name in (
+    "sparse",
+    "dense",
+    "sparse, update_and_apply",
+    "dense, update_and_apply",
+  ):
+    assert f"\n| {name} | " in text
+  assert text.count("Sparse speed-up over dense") == 2
+
+
 def test_write_outputs_fills_the_readme_table_and_results(tmp_path):
   (tmp_path / "benchmarks").mkdir()
   readme = "intro\n<!-- performance-table -->\nold\n<!-- /performance-table -->\nend\n"
@@ -85,7 +99,10 @@ def test_write_outputs_fills_the_readme_table_and_results(tmp_path):
   run.write_outputs("## the report\n", rows, root=str(tmp_path))
   text = (tmp_path / "README.md").read_text()
   assert text.startswith("intro\n<!-- performance-table -->\n| workload |")
-  assert "| 32M tensor | momentum | 15.8 | n/a | n/a | n/a | n/a | n/a | 12.0 |" in text
+  assert (
+    "| 32M tensor | momentum | 15.8 | n/a | n/a | n/a | n/a | n/a | n/a | 12.0 |"
+    in text
+  )
   assert "| ResNet-50-like | momentum | n/a |" in text and "old" not in text
   assert text.count("| 0.041 |") == 1  # sub-millisecond steps keep their digits
   assert text.endswith("<!-- /performance-table -->\nend\n")

@@ -28,7 +28,7 @@ import pytest
 from helpers import KernelPath, assert_trajectories, enable_x64, run_sgd
 
 import optax_keras_sgd as oks
-from optax_keras_sgd import _alias, _fused, _native, _sparse
+from optax_keras_sgd import _fused, _native, _sparse
 
 CONFIGS = {
   "momentum": dict(learning_rate=0.05, momentum=0.9),
@@ -193,17 +193,15 @@ def test_float32_and_float64_leaves_in_one_tree(native):
 def _stepper(way, lr, nesterov, **clip):
   """`(init, step)`: `sgd`'s update and `apply_updates`, or the facade's
   one pass (`update_and_apply`); `step(params, grads, state)`."""
+  tx = oks.sgd(lr, momentum=0.9, nesterov=nesterov, **clip)
   if way == "functional":
-    tx = oks.sgd(lr, momentum=0.9, nesterov=nesterov, **clip)
 
     def step(params, grads, state):
       u, state = tx.update(grads, state, params)
       return optax.apply_updates(params, u), state
 
     return tx.init, step
-  parts = _alias.parts(lr, momentum=0.9, nesterov=nesterov, **clip)
-  tx = _alias.transformation(parts)
-  return tx.init, lambda p, g, s: _alias.update_and_apply(parts, g, s, p)
+  return tx.init, lambda p, g, s: oks.update_and_apply(tx, g, s, p)
 
 
 # Where the kernel runs: `sgd`'s update (with Nesterov, on tensors of at most
@@ -307,12 +305,11 @@ def test_the_facade_step_is_one_pass_over_memory(nesterov, native):
   velocity once and writes the parameter and velocity in place, 20 bytes per
   float32 parameter; XLA adds no full-size copy or loop."""
   n, leaves = 1 << 20, 3
-  parts = _alias.parts(0.1, 0.9, nesterov)
-  tx = _alias.transformation(parts)
+  tx = oks.sgd(0.1, 0.9, nesterov)
   params = [jnp.ones(n) for _ in range(leaves)]
   state = tx.init(params)
   step = jax.jit(
-    lambda p, g, s: _alias.update_and_apply(parts, g, s, p), donate_argnums=(0, 2)
+    lambda p, g, s: oks.update_and_apply(tx, g, s, p), donate_argnums=(0, 2)
   )
   grads = [jnp.ones(n) for _ in range(leaves)]
   compiled = step.lower(params, grads, state).compile()
@@ -402,13 +399,12 @@ def test_no_full_size_temporary_beyond_xla(config, facade, native, monkeypatch):
   full-size one is a fresh allocation each step, whose page faults made
   such steps 3x slower."""
   n = 1 << 20
-  parts = _alias.parts(0.1, momentum=0.9, **config)
-  tx = _alias.transformation(parts)
+  tx = oks.sgd(0.1, momentum=0.9, **config)
   params, grads = [jnp.ones(n)], [jnp.ones(n)]
 
   def step(p, g, s):
     if facade:
-      return _alias.update_and_apply(parts, g, s, p)
+      return oks.update_and_apply(tx, g, s, p)
     u, s = tx.update(g, s, p)
     return optax.apply_updates(p, u), s
 

@@ -73,7 +73,7 @@ def x64(dtype):
   return enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
 
 
-def _both(config, dtype, name, mode, steps=12):
+def _both(config, dtype, name, mode, steps=12, one_call=False):
   """Our run and the reference's on the same gradients, in matching modes:
   jitted against `tf.function`, eager against eager."""
   rng = np.random.default_rng(zlib.crc32(name.encode()))
@@ -81,7 +81,7 @@ def _both(config, dtype, name, mode, steps=12):
   graph = mode == "jit"
   with x64(dtype):
     ref, _ = reference.run(params, grads, dtype, graph=graph, **config)
-    ours = run_sgd(params, grads, dtype, jit=graph, **config)
+    ours = run_sgd(params, grads, dtype, jit=graph, one_call=one_call, **config)
   return ours, ref
 
 
@@ -103,6 +103,21 @@ def test_norm_clipping_agrees_to_rounding(name, dtype, path, mode, monkeypatch):
   ours, ref = _both(NORM[name], dtype, name, mode)
   assert_trajectories(ours, ref, dtype, exact=False)
   kernel.check(NORM[name], facade=False, shapes=SHAPES)
+
+
+@pytest.mark.parametrize("mode", ["jit", "eager"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("name", sorted(ELEMENTWISE) + sorted(NORM))
+def test_update_and_apply_matches_the_reference(name, dtype, mode, monkeypatch):
+  """`update_and_apply`: for float32 and float64 the kernel's one pass over
+  every leaf (XLA's step where a global clip comes first), for bfloat16 XLA's
+  step and `apply_updates`; bitwise without norms."""
+  kernel = KernelPath("native", monkeypatch) if dtype != "bfloat16" else None
+  config = {**ELEMENTWISE, **NORM}[name]
+  ours, ref = _both(config, dtype, name, mode, one_call=True)
+  assert_trajectories(ours, ref, dtype, exact=name in ELEMENTWISE)
+  if kernel is not None:
+    kernel.check(config, facade=True, shapes=SHAPES)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

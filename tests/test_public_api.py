@@ -29,6 +29,7 @@ EXPECTED = {
   "scale_by_keras_learning_rate",
   "sgd",
   "keras_momentum",
+  "update_and_apply",
   "velocity",
 }
 

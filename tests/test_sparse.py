@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -60,6 +62,24 @@ def test_sparse_parity(name, dtype, path, monkeypatch):
     ours = run_sgd(params, steps, dtype, **config)
   assert_trajectories(ours, ref, dtype, exact=exact)
   assert (kernel.calls > 0) == (path == "native")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(NORM_CONFIGS))
+def test_update_and_apply_sparse_parity(name, dtype, monkeypatch):
+  """`update_and_apply` with a sparse and a dense leaf: the row kernel's
+  one pass over the velocity and the table, as in the facade."""
+  kernel = KernelPath("native", monkeypatch)
+  exact = name in CONFIGS
+  config = CONFIGS[name] if exact else NORM_CONFIGS[name]
+  rng = np.random.default_rng(len(name))
+  params = [rng.normal(size=TABLE), rng.normal(size=(4,))]
+  steps = _sparse_steps(rng, with_dense=True)
+  with enable_x64(dtype == "float64"):
+    ref, _ = reference.run(params, steps, dtype, **config)
+    ours = run_sgd(params, steps, dtype, one_call=True, **config)
+  assert_trajectories(ours, ref, dtype, exact=exact)
+  kernel.check(config, facade=True, shapes=[(4,)])
 
 
 def test_spec_lazy_momentum_numbers():
@@ -139,6 +159,32 @@ def test_sparse_step_reads_and_writes_rows_only():
   assert memory is not None, "no memory analysis for this backend"
   temp = memory.temp_size_in_bytes
   assert temp < rows * dim * 4, f"{temp} bytes of temporaries: a dense pass"
+
+
+def test_update_and_apply_is_one_pass_over_the_rows(monkeypatch):
+  """With the row kernels, `update_and_apply` sums the duplicates and then
+  updates the velocity's and the table's rows in one call, where an update
+  and `apply_updates` take a second pass (the scatter into the table)."""
+  KernelPath("native", monkeypatch)
+  rows, dim = 4096, 8
+  tx = oks.sgd(0.1, momentum=0.9)
+  table = jnp.zeros((rows, dim))
+  g = oks.IndexedSlices(jnp.ones((16, dim)), jnp.arange(16), (rows, dim))
+
+  def calls(step):
+    hlo = jax.jit(step, donate_argnums=(0, 2)).lower(table, g, tx.init(table))
+    text = hlo.compile().as_text()
+    return sorted(re.findall(r'custom_call_target="optax_keras_sgd_(\w+)"', text))
+
+  def two_calls(table, g, state):
+    u, state = tx.update(g, state, table)
+    return oks.apply_updates(table, u), state
+
+  def one_call(table, g, state):
+    return oks.update_and_apply(tx, g, state, table)
+
+  assert calls(two_calls) == ["scatter_add", "sparse_step", "sum_duplicates"]
+  assert calls(one_call) == ["sparse_step", "sum_duplicates"]
 
 
 def test_embedding_gradient_helper():

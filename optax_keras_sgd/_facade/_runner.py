@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from optax_keras_sgd import _alias, _non_finite, _sparse, _state
+from optax_keras_sgd import _alias, _non_finite, _state
 from optax_keras_sgd._facade import _hyperparameters, _packing
 
 
@@ -54,9 +54,9 @@ def step(
   """One step of `sgd` built from `config` over lists of arrays: returns the
   new values, velocities (None without momentum), count and skipped count.
   `in_place`: the values' buffers are donated, so one native pass may write
-  the new values over them (`_alias.update_and_apply`).
+  the new values over them (`update_and_apply`).
   Traceable; the facade jits it, Keras 3's trainer traces it in its step."""
-  parts = _alias.parts(
+  tx = _alias.sgd(
     config.schedule if config.schedule is not None else lr,
     momentum if config.use_momentum else 0.0,
     config.nesterov,
@@ -65,7 +65,6 @@ def step(
     global_clipnorm=config.global_clipnorm,
     decay=config.decay,
   )
-  tx = _alias.transformation(parts)
   if config.skip_non_finite:
     tx = _non_finite.skip_non_finite(tx)
   state = tx.init(values)
@@ -74,14 +73,12 @@ def step(
     state = optax.tree.set(state, velocity=velocities)
   if config.skip_non_finite:
     state = optax.tree.set(state, skipped=skipped)
-    updates, state = tx.update(grads, state, values)
-    new_values = _sparse.apply_updates(values, updates)
+  # One native pass over the values when it can run (`_fused`).
+  new_values, state = _alias.update_and_apply(
+    tx, grads, state, values, in_place=in_place
+  )
+  if config.skip_non_finite:
     skipped = _non_finite.skipped_steps(state)
-  else:
-    # One native pass over the values when it can run (`_fused`).
-    new_values, state = _alias.update_and_apply(
-      parts, grads, state, values, in_place=in_place
-    )
   return new_values, _state.velocity(state), _state.iterations(state), skipped
 
 
