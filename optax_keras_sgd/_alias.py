@@ -199,11 +199,12 @@ def update_and_apply(
   velocity once and writes the new parameter and velocity over the old, 20
   bytes per float32 parameter with momentum or Nesterov, where an update
   followed by `apply_updates` moves 24 to 28. Donate `params` and `state` to
-  the enclosing `jax.jit` (`donate_argnums`): XLA copies a parameter it
-  cannot write over first, and with `in_place=False` the step runs as the
-  two lines above, which is then cheaper. Any other transformation (one
-  from optax, or `sgd` inside `optax.chain` or `optax.inject_hyperparams`)
-  runs as those two lines.
+  the enclosing `jax.jit` (`donate_argnums`). XLA copies a parameter it
+  cannot write over before the pass, so where the parameters cannot be
+  donated pass `in_place=False`: the step then runs as the two lines above,
+  which is cheaper than the copy. Any other transformation (one from optax,
+  or `sgd` inside `optax.chain` or `optax.inject_hyperparams`) runs as those
+  two lines.
 
   Args:
     tx: an `optax.GradientTransformation`.
