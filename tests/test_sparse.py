@@ -43,14 +43,21 @@ NORM_CONFIGS = {
 }
 
 
-@pytest.mark.parametrize(
-  "dtype, path", paths_for(["float16", "bfloat16", "float32", "float64"])
-)
+# (dtype, path, one_call): `sgd`'s update and `apply_updates` on every path;
+# `update_and_apply` where its one pass runs.
+WAYS = [
+  (dtype, path, False)
+  for dtype, path in paths_for(["float16", "bfloat16", "float32", "float64"])
+] + [("float32", "native", True), ("float64", "native", True)]
+
+
+@pytest.mark.parametrize("dtype, path, one_call", WAYS)
 @pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(NORM_CONFIGS))
-def test_sparse_parity(name, dtype, path, monkeypatch):
+def test_sparse_parity(name, dtype, path, one_call, monkeypatch):
   """Bitwise without norm clipping; to rounding with it (sums are ordered
   differently by TensorFlow and XLA). On the native path the row kernels
-  (and the dense leaf's) must run."""
+  (and the dense leaf's) must run; with `one_call` (`update_and_apply`), the
+  dense leaf's as in the facade."""
   kernel = KernelPath(path, monkeypatch)
   exact = name in CONFIGS
   config = CONFIGS[name] if exact else NORM_CONFIGS[name]
@@ -59,27 +66,11 @@ def test_sparse_parity(name, dtype, path, monkeypatch):
   steps = _sparse_steps(rng, with_dense=True)
   with enable_x64(dtype == "float64"):
     ref, _ = reference.run(params, steps, dtype, **config)
-    ours = run_sgd(params, steps, dtype, **config)
+    ours = run_sgd(params, steps, dtype, one_call=one_call, **config)
   assert_trajectories(ours, ref, dtype, exact=exact)
   assert (kernel.calls > 0) == (path == "native")
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(NORM_CONFIGS))
-def test_update_and_apply_sparse_parity(name, dtype, monkeypatch):
-  """`update_and_apply` with a sparse and a dense leaf: the row kernel's
-  one pass over the velocity and the table, as in the facade."""
-  kernel = KernelPath("native", monkeypatch)
-  exact = name in CONFIGS
-  config = CONFIGS[name] if exact else NORM_CONFIGS[name]
-  rng = np.random.default_rng(len(name))
-  params = [rng.normal(size=TABLE), rng.normal(size=(4,))]
-  steps = _sparse_steps(rng, with_dense=True)
-  with enable_x64(dtype == "float64"):
-    ref, _ = reference.run(params, steps, dtype, **config)
-    ours = run_sgd(params, steps, dtype, one_call=True, **config)
-  assert_trajectories(ours, ref, dtype, exact=exact)
-  kernel.check(config, facade=True, shapes=[(4,)])
+  if one_call:
+    kernel.check(config, facade=True, shapes=[(4,)])
 
 
 def test_spec_lazy_momentum_numbers():
