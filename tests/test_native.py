@@ -300,10 +300,11 @@ def _full_size_ops(compiled, dims):
 
 
 @pytest.mark.parametrize("nesterov", [False, True])
-def test_the_facade_step_is_one_pass_over_memory(nesterov, native):
-  """The facade's step: one kernel call reads each parameter, gradient and
-  velocity once and writes the parameter and velocity in place, 20 bytes per
-  float32 parameter; XLA adds no full-size copy or loop."""
+def test_update_and_apply_is_one_pass_over_memory(nesterov, native):
+  """`update_and_apply` (the facade's step): one kernel call reads each
+  parameter, gradient and velocity once and writes the parameter and
+  velocity in place, 20 bytes per float32 parameter; XLA adds no full-size
+  copy or loop."""
   n, leaves = 1 << 20, 3
   tx = oks.sgd(0.1, 0.9, nesterov)
   params = [jnp.ones(n) for _ in range(leaves)]
