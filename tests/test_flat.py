@@ -39,27 +39,35 @@ def _loss(params, x):
 
 # With a float16 tensor the step is XLA's on the CPU; without, the native
 # kernel's, which must then clip each row of a buffer on its own.
+# With `one_call`, the flat run's step is `update_and_apply`.
+@pytest.mark.parametrize("one_call", [False, True], ids=["update", "update_and_apply"])
 @pytest.mark.parametrize("half", [True, False], ids=["float16", "float32"])
 @pytest.mark.parametrize("config", CONFIGS, ids=str)
-def test_flat_training_matches_tree_training(config, half):
+def test_flat_training_matches_tree_training(config, half, one_call):
   rng = np.random.default_rng(0)
   params = _tree(rng, half)
   xs = [jnp.asarray(rng.normal(size=(3, 4)), jnp.float32) for _ in range(6)]
   tx = oks.sgd(**config)
 
-  def run(p, loss):
+  def run(p, loss, one_call=False):
     state = tx.init(p)
-    step = jax.jit(
-      lambda p, s, x: (lambda u, s: (optax.apply_updates(p, u), s))(
-        *tx.update(jax.grad(loss)(p, x), s, p)
-      )
-    )
+
+    def step(p, s, x):
+      g = jax.grad(loss)(p, x)
+      if one_call:
+        return oks.update_and_apply(tx, g, s, p)
+      u, s = tx.update(g, s, p)
+      return optax.apply_updates(p, u), s
+
+    step = jax.jit(step, donate_argnums=(0, 1) if one_call else ())
     for x in xs:
       p, state = step(p, state, x)
     return p, state
 
   tree, _ = run(params, _loss)
-  flat, state = run(oks.flatten(params), lambda f, x: _loss(f.unflatten(), x))
+  flat, state = run(
+    oks.flatten(params), lambda f, x: _loss(f.unflatten(), x), one_call=one_call
+  )
   # One (count, size) buffer per dtype and size: a; the four b; c; h.
   shapes = [(1, 12), (4, 5), (1, 1)] + ([(1, 6)] if half else [])
   assert [b.shape for b in flat.buffers] == shapes
