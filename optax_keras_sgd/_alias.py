@@ -130,8 +130,9 @@ def parts(
     blocks.append(_clipping.clip_by_norm(clipnorm))
   if global_clipnorm is not None:
     blocks.append(_clipping.clip_by_global_norm(global_clipnorm))
-  # The kernel applies the per-tensor clips itself, not the others.
-  direct = axis_name is None and global_clipnorm is None
+  # The kernel applies the clips itself (the global norm's scale computed in
+  # XLA), not the aggregation.
+  direct = axis_name is None
   if _momentum.has_velocity(momentum):
     blocks.append(_sparse.sum_duplicate_indices())
   return Parts(
@@ -139,7 +140,14 @@ def parts(
     _learning_rate.scale_by_keras_learning_rate(learning_rate, decay),
     _momentum.keras_momentum(momentum, nesterov),
     _fused.Settings(
-      learning_rate, decay, momentum, nesterov, clipvalue, clipnorm, direct
+      learning_rate,
+      decay,
+      momentum,
+      nesterov,
+      clipvalue,
+      clipnorm,
+      global_clipnorm,
+      direct,
     ),
   )
 

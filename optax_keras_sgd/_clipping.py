@@ -220,14 +220,24 @@ def clip_by_global_norm(
     del params
     if not _sparse.tree_leaves_gradients(updates):
       return updates, state
-    norm = global_norm(updates)
-    c = _numerics.as_threshold(global_clipnorm, norm.dtype)
-    one = jnp.asarray(1.0, norm.dtype)
-    # `rounded` keeps XLA from turning `1 / sqrt(x)` into its inexact `rsqrt`.
-    scale = c * jnp.minimum(one / _numerics.rounded(norm), one / c) + (norm - norm)
-    scaled = lambda g: g * scale.astype(g.dtype)  # noqa: E731
+    scale = global_scale(updates, global_clipnorm)
     return _sparse.tree_map_gradients(
-      lambda g: _sparse.map_values(scaled, g), updates
+      lambda g: _sparse.map_values(lambda x: scaled(x, scale), g), updates
     ), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
+
+
+def global_scale(updates, global_clipnorm) -> jax.Array:
+  """`clip_by_global_norm`'s scale `s` over the gradients `updates` (at least
+  one), in the global norm's dtype."""
+  norm = global_norm(updates)
+  c = _numerics.as_threshold(global_clipnorm, norm.dtype)
+  one = jnp.asarray(1.0, norm.dtype)
+  # `rounded` keeps XLA from turning `1 / sqrt(x)` into its inexact `rsqrt`.
+  return c * jnp.minimum(one / _numerics.rounded(norm), one / c) + (norm - norm)
+
+
+def scaled(g: jax.Array, scale: jax.Array) -> jax.Array:
+  """A gradient times `global_scale`, as `clip_by_global_norm` scales it."""
+  return g * scale.astype(g.dtype)

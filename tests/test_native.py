@@ -147,20 +147,21 @@ def test_the_norm_is_summed_in_the_stated_order(native):
 @pytest.mark.parametrize("way", ["jit", "facade"])
 @pytest.mark.parametrize(
   "config",
-  [CONFIGS["nesterov"], dict(learning_rate=0.1, momentum=0.9, global_clipnorm=2.0)],
-  ids=["nesterov", "global_clipnorm"],
+  [CONFIGS["nesterov"], dict(CONFIGS["nesterov"], global_clipnorm=2.0)],
+  ids=["nesterov", "nesterov_global_clipnorm"],
 )
 def test_small_leaves_take_the_kernel_up_to_a_total(config, way, native, monkeypatch):
-  """Where a large leaf would be XLA's, small ones take the kernel, in tree
-  order, while their total stays within `SMALL_TOTAL` elements; a leaf that
-  would pass it, and every leaf over `SMALL_LEAF`, is XLA's."""
+  """Where a large leaf would be XLA's (`sgd`'s Nesterov update), small
+  ones take the kernel, in tree order, while their total stays within
+  `SMALL_TOTAL` elements; a leaf that would pass it, and every leaf over
+  `SMALL_LEAF`, is XLA's. The facade's pass, in place, takes every leaf."""
   monkeypatch.setattr(_fused, "SMALL_TOTAL", 20)
   shapes = [(7,), (9,), (6,), (3,), (_fused.SMALL_LEAF + 1,)]
   params, grads = _problem(4, shapes, 3)
   ours = _trajectory(way, params, grads, **config)
   exact = "global_clipnorm" not in config
   assert_trajectories(ours, numpy_rule.run(params, grads, **config), exact=exact)
-  if way == "facade" and exact:  # Nesterov in place: every leaf
+  if way == "facade":
     assert native.sizes == {7, 9, 6, 3, _fused.SMALL_LEAF + 1}
   else:
     assert native.sizes == {7, 9, 3}  # 6 would make 22
@@ -210,12 +211,16 @@ def _stepper(way, lr, nesterov, **clip):
 KERNEL_WAYS = [("functional", False), ("functional", True), ("facade", True)]
 
 
-@pytest.mark.parametrize("clip", [{}, dict(clipnorm=1.5)], ids=["", "clipnorm"])
+@pytest.mark.parametrize(
+  "clip",
+  [{}, dict(clipnorm=1.5), dict(global_clipnorm=2.0)],
+  ids=["", "clipnorm", "global_clipnorm"],
+)
 @pytest.mark.parametrize("way, nesterov", KERNEL_WAYS)
 def test_vmap_over_models_and_learning_rates(way, nesterov, clip, native):
   """Under `vmap` every argument of the kernel, the scalars included, gets the
   batch dimension, and each model takes its own learning rate (and its
-  tensors their own norms)."""
+  tensors their own norms, or its own global norm)."""
   rates = np.array([0.1, -0.05, 0.3], np.float32)
   batch = [_problem(seed, [(6,), (2, 5)], 3) for seed in range(3)]
 
@@ -262,13 +267,15 @@ def test_differentiating_through_the_update(way, nesterov, native):
   assert native.calls > 0
 
 
+@pytest.mark.parametrize("kind", ["clipnorm", "global_clipnorm"])
 @pytest.mark.parametrize("way, nesterov", KERNEL_WAYS)
-def test_differentiating_through_the_norm_clip(way, nesterov, native):
+def test_differentiating_through_the_norm_clip(way, nesterov, kind, native):
   """With g clipped to c g / |g|, d(sum of new params)/dg_k is
   k_lr * (c / |g|) * (1 - g_k * sum(g) / |g|^2), k_lr = -lr (Nesterov
-  -(m * lr) - lr), by hand; below the threshold the clip is the identity."""
+  -(m * lr) - lr), by hand; below the threshold the clip is the identity.
+  With one tensor the global norm is its norm."""
   lr, m, c = 0.1, 0.9, 2.0
-  init, step = _stepper(way, lr, nesterov, clipnorm=c)
+  init, step = _stepper(way, lr, nesterov, **{kind: c})
   w = jnp.arange(5.0)
 
   def total(g):
@@ -387,15 +394,17 @@ def test_the_functional_step_launches_one_kernel_and_the_adds(native):
     dict(nesterov=True),
     dict(clipvalue=0.5),
     dict(clipnorm=1.0),
+    dict(global_clipnorm=1.0),
     dict(global_clipnorm=1.0, nesterov=True),
   ],
   ids=str,
 )
 def test_no_full_size_temporary_beyond_xla(config, facade, native, monkeypatch):
-  """Where the kernel would need a gradient or an update written out for it
-  (after `global_clipnorm`; `sgd`'s Nesterov update), the step is XLA's,
-  fused; where it runs (the facade's Nesterov; `clipvalue` and `clipnorm`,
-  which it applies itself), it writes in place. Either way the
+  """Where the kernel would need an update written out for it (`sgd`'s
+  Nesterov update), the step is XLA's, fused; where it runs (the facade's
+  Nesterov; `clipvalue`, `clipnorm` and `global_clipnorm`'s scale, which it
+  applies itself, the global norm a reduction in XLA), it writes in place.
+  Either way the
   compiled program's temporaries are no larger than XLA's own step's: a
   full-size one is a fresh allocation each step, whose page faults made
   such steps 3x slower."""

@@ -73,7 +73,7 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Modes of the kernel (keras_sgd.cc).
 VELOCITY, NESTEROV_UPDATE, APPLY, APPLY_NESTEROV, APPLY_NO_VELOCITY = range(5)
 # What it does to the gradients first: bits of its `clip` attribute.
-CLIP_VALUE, CLIP_NORM = 1, 2
+CLIP_VALUE, CLIP_NORM, CLIP_SCALE = 1, 2, 4
 
 # Leaves per kernel call. XLA's compile time grows faster than the square of
 # one instruction's operand count: a momentum step over 2,000 leaves in one
@@ -193,9 +193,10 @@ def step(
   """The kernel over lists of leaves, one call per dtype and up to
   `LEAVES_PER_CALL` leaves: returns the new velocities (None in
   `APPLY_NO_VELOCITY`) and the new parameters or the Nesterov update (None in
-  `VELOCITY`). `scalars` holds each dtype's `(lr, m, clipvalue, clipnorm)`;
-  `clip` (bits `CLIP_VALUE`, `CLIP_NORM`) says which clips apply to each
-  gradient first. `reference(mode, clip, scalars, grads, velocities,
+  `VELOCITY`). `scalars` holds each dtype's `(lr, m, clipvalue, clipnorm)`,
+  with `global_clipnorm`'s scale in place of `clipnorm` under `CLIP_SCALE`;
+  `clip` (bits `CLIP_VALUE`, then `CLIP_NORM` or `CLIP_SCALE`) says which
+  clips apply to each gradient first. `reference(mode, clip, scalars, grads, velocities,
   params)` is the same arithmetic in XLA, for differentiation."""
   new_v: list[Any] = [None] * len(grads)
   out: list[Any] = [None] * len(grads)

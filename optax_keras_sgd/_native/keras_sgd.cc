@@ -5,10 +5,11 @@
 //
 //   u = -(lr * g);  v = m * v + u;  w += v        (Nesterov: w += m * v + u)
 //
-// after Keras's per-tensor clips, if the `clip` attribute asks for them:
-// `clipvalue` (g = max(min(g, cv), -cv)), then `clipnorm`, TensorFlow's
-// `clip_by_norm`: g = (g * cn) / max(||g||, cn), a product then a quotient.
-// The norm is a first pass over the gradient; its sum of squares is added in
+// after Keras's clips, if the `clip` attribute asks for them: `clipvalue`
+// (g = max(min(g, cv), -cv)), then `clipnorm`, TensorFlow's `clip_by_norm`:
+// g = (g * cn) / max(||g||, cn), a product then a quotient; or, in its place,
+// `global_clipnorm`'s product by the scale the caller computed over all
+// tensors (passed as cn). The per-tensor norm is a first pass over the gradient; its sum of squares is added in
 // an order fixed by the data alone (SumOfSquares), so it is the same on any
 // machine and thread count, but not TensorFlow's or XLA's order.
 //
@@ -62,10 +63,12 @@ enum Mode : int64_t {
 };
 
 // What the kernel does to a gradient before the step (the `clip` attribute's
-// bits), as Keras 2 does: `clipvalue`, then `clipnorm` on each tensor.
+// bits), as Keras 2 does: `clipvalue`, then `clipnorm` on each tensor or
+// the global norm's scale.
 enum Clip : int64_t {
   kClipValue = 1,  // g = max(min(g, cv), -cv), NaN kept
   kClipNorm = 2,   // g = (g * cn) / max(||g||, cn), TensorFlow's clip_by_norm
+  kClipScale = 4,  // g = g * cn, cn holding clip_by_global_norm's scale
 };
 
 struct Block {
@@ -89,11 +92,13 @@ inline T ClipValue(T x, T cv) {
 }
 
 // The gradient as the step sees it: clipped by value, then scaled by
-// `cn / denominator` as TensorFlow does, a product then a quotient.
+// `cn / denominator` as TensorFlow does, a product then a quotient, or by
+// the global norm's scale `cn` (one product).
 template <typename T, int64_t kClip>
 inline T Clipped(T x, T cv, T cn, T denominator) {
   x = ClipValue<T, kClip>(x, cv);
-  return (kClip & kClipNorm) ? (x * cn) / denominator : x;
+  if (kClip & kClipNorm) return (x * cn) / denominator;
+  return (kClip & kClipScale) ? x * cn : x;
 }
 
 // The sum of the squares of a block's (value-clipped) gradient, in an order
@@ -300,6 +305,13 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::RemainingArgs args,
     case kClipNorm:
       RunAll<T, kClipNorm>(pool, blocks, leaves * k, k, parallel, lrs, ms, cvs, cns, mode);
       break;
+    case kClipScale:
+      RunAll<T, kClipScale>(pool, blocks, leaves * k, k, parallel, lrs, ms, cvs, cns, mode);
+      break;
+    case kClipValue | kClipScale:
+      RunAll<T, kClipValue | kClipScale>(pool, blocks, leaves * k, k, parallel, lrs, ms,
+                                         cvs, cns, mode);
+      break;
     default:
       RunAll<T, kClipValue | kClipNorm>(pool, blocks, leaves * k, k, parallel, lrs, ms,
                                         cvs, cns, mode);
@@ -310,7 +322,7 @@ ffi::Error Step(ffi::ThreadPool pool, ffi::RemainingArgs args,
 ffi::Error Dispatch(ffi::ThreadPool pool, ffi::RemainingArgs args,
                     ffi::RemainingRets rets, int64_t mode, int64_t clip) {
   if (mode < kVelocity || mode > kApplyNoVelocity) return Fail("unknown mode");
-  if (clip < 0 || clip > (kClipValue | kClipNorm)) return Fail("unknown clip");
+  if (clip < 0 || clip > (kClipValue | kClipScale)) return Fail("unknown clip");
   auto lr = args.get<ffi::AnyBuffer>(0);
   if (!lr.has_value()) return Fail("no arguments");
   switch (lr->element_type()) {
