@@ -22,9 +22,9 @@ fuses into the caller's `apply_updates`. `global_clipnorm`'s norm is a
 reduction in XLA, and the kernel multiplies by its scale; in `update`, where
 the caller's add is a second pass either way, XLA's step with the scale
 fused into it is the faster (on a 32M tensor, 24.5 ms against 27.9) and
-takes the large leaves. A new array of
-that size is a fresh allocation each step, and its page faults cost more
-than the kernel saves (on a 32M tensor, 69 ms a step against XLA's 23).
+takes the large leaves. A new array of that size is a fresh allocation each
+step, and its page faults cost more than the kernel saves (on a 32M tensor,
+69 ms a step against XLA's 23).
 Small leaves take the kernel there too, up to `SMALL_TOTAL` elements of them
 in all: their new arrays are small temporaries the allocator reuses, and the
 kernel spares XLA a loop per leaf, at run time and at compile time.

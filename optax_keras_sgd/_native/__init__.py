@@ -196,8 +196,9 @@ def step(
   `VELOCITY`). `scalars` holds each dtype's `(lr, m, clipvalue, clipnorm)`,
   with `global_clipnorm`'s scale in place of `clipnorm` under `CLIP_SCALE`;
   `clip` (bits `CLIP_VALUE`, then `CLIP_NORM` or `CLIP_SCALE`) says which
-  clips apply to each gradient first. `reference(mode, clip, scalars, grads, velocities,
-  params)` is the same arithmetic in XLA, for differentiation."""
+  clips apply to each gradient first. `reference(mode, clip, scalars,
+  grads, velocities, params)` is the same arithmetic in XLA, for
+  differentiation."""
   new_v: list[Any] = [None] * len(grads)
   out: list[Any] = [None] * len(grads)
   groups = []

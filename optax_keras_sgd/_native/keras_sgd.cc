@@ -9,9 +9,10 @@
 // (g = max(min(g, cv), -cv)), then `clipnorm`, TensorFlow's `clip_by_norm`:
 // g = (g * cn) / max(||g||, cn), a product then a quotient; or, in its place,
 // `global_clipnorm`'s product by the scale the caller computed over all
-// tensors (passed as cn). The per-tensor norm is a first pass over the gradient; its sum of squares is added in
-// an order fixed by the data alone (SumOfSquares), so it is the same on any
-// machine and thread count, but not TensorFlow's or XLA's order.
+// tensors (passed as cn). The per-tensor norm is a first pass over the
+// gradient; its sum of squares is added in an order fixed by the data alone
+// (SumOfSquares), so it is the same on any machine and thread count, but not
+// TensorFlow's or XLA's order.
 //
 // Arguments: lr[k], m[k], cv[k], cn[k], then the gradients, then the
 // velocities (modes that keep one), then the parameters (modes that write
