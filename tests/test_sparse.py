@@ -51,13 +51,15 @@ WAYS = [
 ] + [("float32", "native", True), ("float64", "native", True)]
 
 
+@pytest.mark.parametrize("mode", ["jit", "eager"])
 @pytest.mark.parametrize("dtype, path, one_call", WAYS)
 @pytest.mark.parametrize("name", sorted(CONFIGS) + sorted(NORM_CONFIGS))
-def test_sparse_parity(name, dtype, path, one_call, monkeypatch):
+def test_sparse_parity(name, dtype, path, one_call, mode, monkeypatch):
   """Bitwise without norm clipping; to rounding with it (sums are ordered
-  differently by TensorFlow and XLA). On the native path the row kernels
-  (and the dense leaf's) must run; with `one_call` (`update_and_apply`), the
-  dense leaf's as in the facade."""
+  differently by TensorFlow and XLA); jitted against `tf.function`, eager
+  against eager. On the native path the row kernels (and the dense leaf's)
+  must run; with `one_call` (`update_and_apply`), the dense leaf's as in the
+  facade."""
   kernel = KernelPath(path, monkeypatch)
   exact = name in CONFIGS
   config = CONFIGS[name] if exact else NORM_CONFIGS[name]
@@ -65,8 +67,9 @@ def test_sparse_parity(name, dtype, path, one_call, monkeypatch):
   params = [rng.normal(size=TABLE), rng.normal(size=(4,))]
   steps = _sparse_steps(rng, with_dense=True)
   with enable_x64(dtype == "float64"):
-    ref, _ = reference.run(params, steps, dtype, **config)
-    ours = run_sgd(params, steps, dtype, one_call=one_call, **config)
+    graph = mode == "jit"
+    ref, _ = reference.run(params, steps, dtype, graph=graph, **config)
+    ours = run_sgd(params, steps, dtype, jit=graph, one_call=one_call, **config)
   assert_trajectories(ours, ref, dtype, exact=exact)
   assert (kernel.calls > 0) == (path == "native")
   if one_call:
